@@ -1,0 +1,94 @@
+/* scfm configuration: one libconfig file per run, every key validated against
+ * a table (types, ranges, choices) that also documents it. */
+#ifndef SCFM_CONFIG_H
+#define SCFM_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "scfm/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SCFM_PATH_MAX 1024
+
+typedef enum { SCFM_ACT_GELU = 0, SCFM_ACT_RELU = 1 } scfm_activation;
+typedef enum { SCFM_NORM_POST = 0, SCFM_NORM_PRE = 1 } scfm_norm;
+typedef enum { SCFM_POS_LEARNED = 0, SCFM_POS_NONE = 1 } scfm_position;
+typedef enum { SCFM_SCHED_LINEAR = 0, SCFM_SCHED_COSINE = 1, SCFM_SCHED_CONSTANT = 2 } scfm_schedule;
+
+typedef struct {
+    int vocab_size;          /* 0: taken from the token shards */
+    int max_len;
+    int layers, hidden, heads, ffn;
+    scfm_activation activation;
+    scfm_norm norm;
+    scfm_position position;
+    double dropout;          /* hidden dropout */
+    double attention_dropout;
+    double layer_norm_eps;
+    double init_std;
+} scfm_model_config;
+
+typedef struct {
+    char shards[SCFM_PATH_MAX];  /* directory of shard_*.h5 files */
+} scfm_data_config;
+
+typedef struct {
+    int64_t steps;
+    int64_t micro_batch_tokens;
+    int accumulate;
+    double lr;
+    int64_t warmup_steps;
+    scfm_schedule schedule;
+    double min_lr_ratio;
+    double weight_decay;
+    double beta1, beta2, adam_eps;
+    double clip_norm;        /* 0: no clipping */
+    int64_t seed;
+    double mask_prob;
+    double mask_token_prob;  /* of the selected: replaced by <mask> */
+    double random_token_prob;/* of the selected: replaced by a random gene */
+    int threads;             /* 0: OpenMP default */
+    double log_every_seconds;
+} scfm_train_config;
+
+typedef struct {
+    char dir[SCFM_PATH_MAX];
+    char run[256];           /* run name: outputs go to dir/run */
+    int64_t every;           /* 0: only at the end */
+    int keep;
+} scfm_checkpoint_config;
+
+typedef struct {
+    char source[SCFM_PATH_MAX];  /* the file it was read from */
+    scfm_data_config data;
+    scfm_model_config model;
+    scfm_train_config train;
+    scfm_checkpoint_config checkpoint;
+} scfm_config;
+
+/* Fills every key with its documented default. */
+void scfm_config_defaults(scfm_config *cfg);
+
+/* Reads path (NULL: defaults only), then applies overrides "section.key=value"
+ * in order, then checks cross-key constraints. Errors name file:line and key;
+ * their status is SCFM_ERR_CONFIG. */
+scfm_status scfm_config_load(scfm_config *cfg, const char *path,
+                             const char *const *overrides, int n_overrides,
+                             scfm_error *err);
+
+/* Writes the resolved configuration in libconfig syntax (readable by
+ * scfm_config_load). */
+scfm_status scfm_config_write(const scfm_config *cfg, const char *path, scfm_error *err);
+void scfm_config_print(const scfm_config *cfg, FILE *out);
+
+/* Markdown table of every key (type, default, range, meaning), for docs. */
+void scfm_config_print_reference(FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,67 @@
+/* scfm core: status codes, error messages, aligned memory, the counter-based
+ * random generator and a wall clock. Every other subsystem builds on this. */
+#ifndef SCFM_CORE_H
+#define SCFM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SCFM_VERSION_STRING "0.1.0"
+
+typedef enum {
+    SCFM_OK = 0,
+    SCFM_ERR_ARG,      /* bad argument or command line */
+    SCFM_ERR_CONFIG,   /* invalid configuration */
+    SCFM_ERR_IO,       /* file system */
+    SCFM_ERR_FORMAT,   /* malformed input file */
+    SCFM_ERR_NOMEM,
+    SCFM_ERR_NUMERIC,  /* NaN or Inf */
+    SCFM_ERR_INTERRUPTED
+} scfm_status;
+
+/* A failing function fills one of these and returns its status; only the CLI
+ * prints it. */
+typedef struct {
+    scfm_status status;
+    char message[1024];
+} scfm_error;
+
+/* Records the first failure (later ones keep the root cause) and returns s. */
+scfm_status scfm_fail(scfm_error *err, scfm_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void scfm_error_clear(scfm_error *err);
+const char *scfm_status_name(scfm_status s);
+
+/* 64-byte aligned, zeroed allocation; NULL on failure. Free with scfm_free. */
+void *scfm_alloc(size_t bytes);
+void scfm_free(void *p);
+
+/* Philox-4x32-10 (Salmon et al., SC'11): four 32-bit words from a 64-bit key
+ * and a 128-bit counter. Every random decision in scfm (masking, dropout,
+ * shuffling, init) is a pure function of such a (key, counter) pair, so it
+ * does not depend on batch packing, thread count or the number of ranks. */
+void scfm_philox(uint64_t key, const uint32_t counter[4], uint32_t out[4]);
+/* A uniform float in [0, 1) from one 32-bit word (24 bits of mantissa). */
+static inline float scfm_u01(uint32_t word) { return (float)(word >> 8) * (1.0f / 16777216.0f); }
+/* Standard normal from two words (Box-Muller). */
+float scfm_normal(uint32_t w0, uint32_t w1);
+
+/* Streams that separate the uses of the generator. */
+enum {
+    SCFM_STREAM_MASK = 1,
+    SCFM_STREAM_DROPOUT = 2,
+    SCFM_STREAM_SHUFFLE = 3,
+    SCFM_STREAM_INIT = 4
+};
+
+/* Monotonic wall clock in seconds. */
+double scfm_now(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

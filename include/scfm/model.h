@@ -1,0 +1,70 @@
+/* scfm model: a BERT encoder over gene tokens with a masked-LM head, in fp32
+ * on the CPU. Parameters are stored under the Hugging Face BertForMaskedLM
+ * names, in one contiguous buffer; gradients mirror it in a second buffer. */
+#ifndef SCFM_MODEL_H
+#define SCFM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scfm/config.h"
+#include "scfm/core.h"
+#include "scfm/data.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One named tensor inside the parameter buffer. */
+typedef struct {
+    char name[96];      /* Hugging Face name, e.g. "bert.encoder.layer.0.attention.self.query.weight" */
+    size_t offset;      /* in floats, from the start of the buffer */
+    size_t size;        /* in floats */
+    int ndim;
+    int shape[2];       /* row-major; Linear weights are [out, in] as in PyTorch */
+    int decay;          /* 1: AdamW weight decay applies (not biases, not LayerNorm) */
+} scfm_tensor_info;
+
+typedef struct scfm_model scfm_model;
+
+scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, scfm_error *err);
+void scfm_model_free(scfm_model *m);
+
+const scfm_model_config *scfm_model_get_config(const scfm_model *m);
+size_t scfm_model_num_params(const scfm_model *m);
+float *scfm_model_params(scfm_model *m);
+float *scfm_model_grads(scfm_model *m);
+int scfm_model_num_tensors(const scfm_model *m);
+const scfm_tensor_info *scfm_model_tensor(const scfm_model *m, int i);
+/* NULL when no tensor has that name. */
+const scfm_tensor_info *scfm_model_find_tensor(const scfm_model *m, const char *name);
+
+/* BERT initialisation: weights ~ N(0, init_std), biases 0, LayerNorm weight 1,
+ * drawn from Philox keyed by seed and each value's index. */
+void scfm_model_init_weights(scfm_model *m, uint64_t seed);
+void scfm_model_zero_grad(scfm_model *m);
+
+/* Forward and backward floating-point operations per token of a batch (for
+ * GFLOP/s reports): counts the matrix products and attention. */
+double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backward);
+
+/* Runs the encoder and the MLM head on b (tokens already masked). Returns the
+ * sum over b's targets of the cross-entropy in *loss_sum. training != 0 turns
+ * on dropout, keyed by (seed, epoch, cell id, position). Activations needed by
+ * backward are kept inside m. */
+scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training,
+                               uint64_t seed, uint32_t epoch, double *loss_sum,
+                               scfm_error *err);
+
+/* Adds d(loss_sum * loss_scale)/dparams to the gradient buffer, using the
+ * activations of the last forward on the same batch. loss_scale is 1/(targets
+ * of the whole optimiser step). */
+void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale);
+
+/* Final hidden states of the last forward, [n_tokens, hidden]. */
+const float *scfm_model_hidden(const scfm_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,83 @@
+/* CPU kernels of the encoder: forward/backward pairs over packed token
+ * streams, fp32, OpenBLAS sgemm for the matrix products and OpenMP across
+ * tokens, rows or (cell, head) pairs. Backward kernels accumulate (+=) into
+ * parameter gradients and, where they say so, into input gradients. */
+#ifndef SCFM_BACKEND_CPU_H
+#define SCFM_BACKEND_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Dropout masks are regenerated, not stored: a row of the stream (one token
+ * at one dropout site, or one row of attention probabilities) is keyed by
+ * this value, derived from (seed, epoch, site, cell id, position). */
+uint64_t scfm_dropout_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t cell_id,
+                          int32_t position);
+/* x[i] *= keep(i) / (1 - p) for i < n; the same key gives the same mask, so
+ * applying it to the gradient is the backward pass. */
+void scfm_dropout_row(float *x, int n, float p, uint64_t row_key);
+
+/* out[T,C] = wte[tokens[t]] + wpe[positions[t]] (wpe may be NULL). */
+void scfm_embedding_forward(float *out, const int32_t *tokens, const int32_t *positions,
+                            const float *wte, const float *wpe, int T, int C);
+/* dwte[V,C] += scatter(dout), dwpe[P,C] += scatter(dout) (dwpe may be NULL). */
+void scfm_embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                             const int32_t *positions, int T, int C);
+
+/* out[T,C] = (inp - mean) * rstd * w + b, saving mean[T], rstd[T]. */
+void scfm_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                            const float *w, const float *b, int T, int C, float eps);
+/* dinp[T,C] += ..., dw[C] += ..., db[C] += ... */
+void scfm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, const float *mean,
+                             const float *rstd, int T, int C);
+
+/* out[T,OC] = inp[T,C] @ w[OC,C]^T + b[OC] (b may be NULL). */
+void scfm_linear_forward(float *out, const float *inp, const float *w, const float *b, int T,
+                         int C, int OC);
+/* dinp[T,C] (= or += by accumulate_dinp; NULL: skipped), dw[OC,C] +=, db[OC] += */
+void scfm_linear_backward(float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w, int T, int C, int OC,
+                          int accumulate_dinp);
+
+/* Elementwise activations over n values. GELU is the exact erf form. */
+void scfm_gelu_forward(float *out, const float *inp, size_t n);
+void scfm_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+void scfm_relu_forward(float *out, const float *inp, size_t n);
+void scfm_relu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
+/* Dropout bookkeeping of one attention call; p == 0 disables it. */
+typedef struct {
+    float p;
+    uint64_t seed;
+    uint32_t epoch;
+    uint32_t site;
+    const int64_t *cell_ids;  /* [n_cells] */
+} scfm_attention_dropout;
+
+/* Bidirectional multi-head attention within each cell of a packed stream.
+ * qkv[T,3C] holds q | k | v for every token, heads contiguous inside each;
+ * out[T,C]; probs holds, per cell c and head h, the L_c x L_c softmax (before
+ * dropout) at probs_offset(c) + h*L_c*L_c, for backward. scratch is
+ * threads * max_len^2 floats. */
+void scfm_attention_forward(float *out, float *probs, const float *qkv,
+                            const int32_t *cell_offsets, int n_cells, int C, int heads,
+                            const scfm_attention_dropout *drop, float *scratch, int max_len);
+/* dqkv[T,3C] = d(out)/d(qkv) (overwritten). scratch: threads * 2 * max_len^2. */
+void scfm_attention_backward(float *dqkv, const float *dout, const float *qkv,
+                             const float *probs, const int32_t *cell_offsets, int n_cells,
+                             int C, int heads, const scfm_attention_dropout *drop,
+                             float *scratch, int max_len);
+/* Floats of probs for a batch: heads * sum_c L_c^2. */
+size_t scfm_attention_probs_size(const int32_t *cell_offsets, int n_cells, int heads);
+
+/* Softmax cross-entropy of logits[N,V] against labels[N]: returns the loss
+ * summed over the N rows and replaces logits by their softmax. */
+double scfm_crossentropy_forward(float *logits, const int32_t *labels, int N, int V);
+/* probs[N,V] (from forward) becomes d(scale * loss)/d(logits), in place. */
+void scfm_crossentropy_backward(float *probs, const int32_t *labels, int N, int V, float scale);
+
+/* out[i] = sum over rows of inp[T,C] column i, added to out. */
+void scfm_bias_backward(float *db, const float *dout, int T, int C);
+
+#endif

@@ -1,0 +1,237 @@
+/* Token-wise kernels: embedding, LayerNorm, Linear, activations, dropout,
+ * cross-entropy. Shapes are row-major; T tokens, C channels. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "backend/cpu/vmath.h"
+
+/* ---- dropout ---------------------------------------------------------- */
+
+uint64_t scfm_dropout_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t cell_id,
+                          int32_t position) {
+    uint64_t k = scfm_mix64(seed ^ 0x5CF3D0D0ull);
+    k = scfm_mix64(k + ((uint64_t)epoch << 32 | site));
+    k = scfm_mix64(k + (uint64_t)cell_id);
+    return scfm_mix64(k + (uint32_t)position);
+}
+
+void scfm_dropout_row(float *x, int n, float p, uint64_t row_key) {
+    /* 16 bits per element: the keep probability is exact to 1/65536. */
+    const uint32_t threshold = (uint32_t)lrint((double)p * 65536.0);
+    const float scale = 1.0f / (1.0f - p);
+    for (int i = 0; i < n; i += 4) {
+        uint64_t bits = scfm_mix64(row_key + (uint64_t)(i >> 2) * 0x9E3779B97F4A7C15ull);
+        for (int j = 0; j < 4 && i + j < n; j++) {
+            uint32_t r = (uint32_t)(bits >> (16 * j)) & 0xFFFFu;
+            x[i + j] = r < threshold ? 0.0f : x[i + j] * scale;
+        }
+    }
+}
+
+/* ---- embedding -------------------------------------------------------- */
+
+void scfm_embedding_forward(float *out, const int32_t *tokens, const int32_t *positions,
+                            const float *wte, const float *wpe, int T, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        float *o = out + (size_t)t * C;
+        const float *e = wte + (size_t)tokens[t] * C;
+        if (wpe) {
+            const float *p = wpe + (size_t)positions[t] * C;
+            for (int i = 0; i < C; i++) o[i] = e[i] + p[i];
+        } else {
+            memcpy(o, e, sizeof(float) * C);
+        }
+    }
+}
+
+void scfm_embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                             const int32_t *positions, int T, int C) {
+    /* Tokens repeat across rows, so the scatter is split by channel, not by
+     * token: each thread owns a slice of every embedding row. */
+#pragma omp parallel
+    {
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int lo = (int)((long)C * id / nth), hi = (int)((long)C * (id + 1) / nth);
+        for (int t = 0; t < T; t++) {
+            const float *d = dout + (size_t)t * C;
+            float *e = dwte + (size_t)tokens[t] * C;
+            for (int i = lo; i < hi; i++) e[i] += d[i];
+            if (dwpe) {
+                float *p = dwpe + (size_t)positions[t] * C;
+                for (int i = lo; i < hi; i++) p[i] += d[i];
+            }
+        }
+    }
+}
+
+/* ---- LayerNorm -------------------------------------------------------- */
+
+void scfm_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                            const float *w, const float *b, int T, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *x = inp + (size_t)t * C;
+        float *o = out + (size_t)t * C;
+        float m = 0.0f;
+        for (int i = 0; i < C; i++) m += x[i];
+        m /= (float)C;
+        float v = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float d = x[i] - m;
+            v += d * d;
+        }
+        v /= (float)C;
+        float s = 1.0f / sqrtf(v + eps);
+        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * s * w[i] + b[i];
+        mean[t] = m;
+        rstd[t] = s;
+    }
+}
+
+void scfm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, const float *mean,
+                             const float *rstd, int T, int C) {
+#pragma omp parallel
+    {
+        /* Per-thread partial sums for dw/db, reduced once at the end. */
+        float partial[2 * 4096];
+        float *pdw = C <= 4096 ? partial : NULL, *pdb = C <= 4096 ? partial + C : NULL;
+        if (pdw) memset(partial, 0, sizeof(float) * 2 * C);
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            const float *x = inp + (size_t)t * C, *d = dout + (size_t)t * C;
+            float *dx = dinp + (size_t)t * C;
+            float m = mean[t], s = rstd[t];
+            float sum_dn = 0.0f, sum_dn_n = 0.0f;
+            for (int i = 0; i < C; i++) {
+                float n = (x[i] - m) * s;
+                float dn = d[i] * w[i];
+                sum_dn += dn;
+                sum_dn_n += dn * n;
+            }
+            sum_dn /= (float)C;
+            sum_dn_n /= (float)C;
+            for (int i = 0; i < C; i++) {
+                float n = (x[i] - m) * s;
+                float dn = d[i] * w[i];
+                dx[i] += s * (dn - sum_dn - n * sum_dn_n);
+                if (pdw) {
+                    pdw[i] += d[i] * n;
+                    pdb[i] += d[i];
+                } else {
+#pragma omp atomic
+                    dw[i] += d[i] * n;
+#pragma omp atomic
+                    db[i] += d[i];
+                }
+            }
+        }
+        if (pdw) {
+#pragma omp critical
+            for (int i = 0; i < C; i++) {
+                dw[i] += pdw[i];
+                db[i] += pdb[i];
+            }
+        }
+    }
+}
+
+/* ---- Linear ----------------------------------------------------------- */
+
+void scfm_linear_forward(float *out, const float *inp, const float *w, const float *b, int T,
+                         int C, int OC) {
+    if (T == 0) return;
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < T; t++) memcpy(out + (size_t)t * OC, b, sizeof(float) * OC);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, inp, C, w, C,
+                b ? 1.0f : 0.0f, out, OC);
+}
+
+void scfm_bias_backward(float *db, const float *dout, int T, int C) {
+#pragma omp parallel
+    {
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int lo = (int)((long)C * id / nth), hi = (int)((long)C * (id + 1) / nth);
+        for (int t = 0; t < T; t++) {
+            const float *d = dout + (size_t)t * C;
+            for (int i = lo; i < hi; i++) db[i] += d[i];
+        }
+    }
+}
+
+void scfm_linear_backward(float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w, int T, int C, int OC,
+                          int accumulate_dinp) {
+    if (T == 0) return;
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, OC, 1.0f, dout, OC, w, C,
+                    accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, T, 1.0f, dout, OC, inp, C, 1.0f,
+                dw, C);
+    if (db) scfm_bias_backward(db, dout, T, OC);
+}
+
+/* ---- activations ------------------------------------------------------ */
+
+void scfm_gelu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * (float)M_SQRT1_2));
+}
+
+void scfm_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * scfm_expf(-0.5f * x * x);
+        dinp[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+
+void scfm_relu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void scfm_relu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+/* ---- cross-entropy ---------------------------------------------------- */
+
+double scfm_crossentropy_forward(float *logits, const int32_t *labels, int N, int V) {
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int n = 0; n < N; n++) {
+        float *z = logits + (size_t)n * V;
+        float mx = z[0];
+        for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+        float label_logit = z[labels[n]];
+        float sum = 0.0f;
+        for (int v = 0; v < V; v++) {
+            z[v] = scfm_expf(z[v] - mx);
+            sum += z[v];
+        }
+        float inv = 1.0f / sum;
+        for (int v = 0; v < V; v++) z[v] *= inv;
+        total += (double)(logf(sum) + mx - label_logit);
+    }
+    return total;
+}
+
+void scfm_crossentropy_backward(float *probs, const int32_t *labels, int N, int V, float scale) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *p = probs + (size_t)n * V;
+        p[labels[n]] -= 1.0f;
+        for (int v = 0; v < V; v++) p[v] *= scale;
+    }
+}

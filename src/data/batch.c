@@ -1,0 +1,90 @@
+/* Packed batches and the masked-gene corruption (BERT's 80/10/10 rule). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "scfm/data.h"
+
+void scfm_batch_init(scfm_batch *b) { memset(b, 0, sizeof *b); }
+
+void scfm_batch_free(scfm_batch *b) {
+    free(b->tokens);
+    free(b->cell_offsets);
+    free(b->cell_ids);
+    free(b->target_index);
+    free(b->target_label);
+    scfm_batch_init(b);
+}
+
+void scfm_batch_clear(scfm_batch *b) {
+    b->n_cells = 0;
+    b->n_tokens = 0;
+    b->n_targets = 0;
+}
+
+static int next_capacity(int cap, int need) {
+    if (cap < 64) cap = 64;
+    while (cap < need) cap *= 2;
+    return cap;
+}
+
+static int resize(void *pp, size_t elem, int n) {
+    void **p = pp;
+    void *q = realloc(*p, elem * (size_t)n);
+    if (!q) return 0;
+    *p = q;
+    return 1;
+}
+
+scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *tokens, int length,
+                                scfm_error *err) {
+    int cells = b->n_cells + 1, toks = b->n_tokens + length;
+    /* A capacity is recorded only once every array of its group has grown. */
+    if (cells + 1 > b->cap_cells) {
+        int cap = next_capacity(b->cap_cells, cells + 1);
+        if (!resize(&b->cell_ids, sizeof(int64_t), cap) ||
+            !resize(&b->cell_offsets, sizeof(int32_t), cap))
+            return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d cells", cells);
+        b->cap_cells = cap;
+    }
+    if (toks > b->cap_tokens) {
+        int cap = next_capacity(b->cap_tokens, toks);
+        if (!resize(&b->tokens, sizeof(int32_t), cap) ||
+            !resize(&b->target_index, sizeof(int32_t), cap) ||
+            !resize(&b->target_label, sizeof(int32_t), cap))
+            return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d tokens", toks);
+        b->cap_tokens = cap;
+    }
+    if (b->n_cells == 0) b->cell_offsets[0] = 0;
+    memcpy(b->tokens + b->n_tokens, tokens, sizeof(int32_t) * (size_t)length);
+    b->cell_ids[b->n_cells] = cell_id;
+    b->n_cells = cells;
+    b->n_tokens = toks;
+    b->cell_offsets[cells] = toks;
+    return SCFM_OK;
+}
+
+void scfm_batch_mask(scfm_batch *b, const scfm_mask_config *mc, uint64_t seed, uint32_t epoch) {
+    const int n_genes = mc->vocab_size - mc->first_gene_token;
+    b->n_targets = 0;
+    for (int c = 0; c < b->n_cells; c++) {
+        int64_t id = b->cell_ids[c];
+        for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++) {
+            int32_t tok = b->tokens[t];
+            if (tok < mc->first_gene_token) continue;
+            int32_t position = t - b->cell_offsets[c];
+            uint32_t counter[4] = {(uint32_t)id, (uint32_t)((uint64_t)id >> 32), (uint32_t)position,
+                                   (uint32_t)SCFM_STREAM_MASK << 24 | (epoch & 0xFFFFFFu)};
+            uint32_t r[4];
+            scfm_philox(seed, counter, r);
+            if (scfm_u01(r[0]) >= mc->mask_prob) continue;
+            b->target_index[b->n_targets] = t;
+            b->target_label[b->n_targets] = tok;
+            b->n_targets++;
+            float action = scfm_u01(r[1]);
+            if (action < mc->mask_token_prob)
+                b->tokens[t] = SCFM_TOKEN_MASK;
+            else if (action < mc->mask_token_prob + mc->random_token_prob)
+                b->tokens[t] = mc->first_gene_token + (int32_t)(r[2] % (uint32_t)n_genes);
+        }
+    }
+}

@@ -1,0 +1,592 @@
+/* The BERT encoder with a masked-LM head, composed from the CPU kernels.
+ *
+ * Parameters, in buffer order, under their Hugging Face names:
+ *   wte[V,C] wpe[P,C] ln_e{w,b}[C]
+ *   per layer: w_qkv[3C,C] (query|key|value) b_qkv[3C] w_ao[C,C] b_ao[C] ln_a{w,b}[C]
+ *              w_i[F,C] b_i[F] w_o[C,F] b_o[C] ln_f{w,b}[C]
+ *   pre-LN only: ln_fin{w,b}[C]
+ *   head: w_t[C,C] b_t[C] ln_t{w,b}[C] head_bias[V] (decoder tied to wte)
+ * ln_a / ln_f are `attention.output.LayerNorm` / `output.LayerNorm`: after
+ * the residual in post-LN (BERT), before attention / the FFN in pre-LN.
+ *
+ * A packed batch has T tokens in n cells and N masked targets. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "scfm/model.h"
+
+typedef struct {
+    float *w_qkv, *b_qkv, *w_ao, *b_ao, *ln_a_w, *ln_a_b;
+    float *w_i, *b_i, *w_o, *b_o, *ln_f_w, *ln_f_b;
+} layer_weights;
+
+typedef struct {
+    float *wte, *wpe, *ln_e_w, *ln_e_b;
+    layer_weights *layers;
+    float *ln_fin_w, *ln_fin_b;
+    float *w_t, *b_t, *ln_t_w, *ln_t_b, *head_bias;
+} weights;
+
+/* Activations of one layer for T tokens (see the forward passes). */
+typedef struct {
+    float *ln_a, *ln_a_mean, *ln_a_rstd; /* [T,C] [T] [T] */
+    float *qkv;                          /* [T,3C] */
+    float *ctx;                          /* [T,C] attention output before w_ao */
+    float *probs;                        /* heads * sum L^2 */
+    float *res1;                         /* [T,C] input + dropout(attention block) */
+    float *ln_f, *ln_f_mean, *ln_f_rstd; /* [T,C] [T] [T] */
+    float *f1, *act;                     /* [T,F] */
+    float *res2;                         /* [T,C] */
+} layer_acts;
+
+struct scfm_model {
+    scfm_model_config cfg;
+    int V, C, F, P, NL, NH;
+    size_t n_params;
+    float *params, *grads;
+    weights w, g;
+    scfm_tensor_info *tensors;
+    int n_tensors;
+
+    /* activation arena, sized for cap_T tokens, cap_N targets, cap_probs */
+    int cap_T, cap_N;
+    size_t cap_probs;
+    float *arena;
+    int32_t *positions, *token_cell; /* [T] */
+    float *emb, *ln_e_mean, *ln_e_rstd, *x0;
+    layer_acts *acts;
+    float *fin, *fin_mean, *fin_rstd;                   /* pre-LN final norm */
+    float *g_in, *t1, *t2, *t3, *t_mean, *t_rstd, *logits; /* head */
+    float *dres, *dtmp1, *dtmp2, *dqkv, *dff1, *dff2;   /* backward scratch */
+    float *attn_scratch;
+    int threads;
+
+    /* the last forward */
+    int training;
+    uint64_t seed;
+    uint32_t epoch;
+};
+
+/* ---- parameter layout --------------------------------------------------- */
+
+/* Walks the layout once: with add_tensor it records names and offsets, and
+ * with a base pointer it fills the views (for params or grads). */
+typedef struct {
+    scfm_model *m;
+    float *base;
+    weights *views;
+    size_t offset;
+    int record;
+} layout_walk;
+
+static float *place(layout_walk *lw, const char *name, int rows, int cols, int decay) {
+    size_t size = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
+    if (lw->record) {
+        scfm_tensor_info *ti = &lw->m->tensors[lw->m->n_tensors++];
+        snprintf(ti->name, sizeof ti->name, "%s", name);
+        ti->offset = lw->offset;
+        ti->size = size;
+        ti->ndim = cols > 0 ? 2 : 1;
+        ti->shape[0] = rows;
+        ti->shape[1] = cols > 0 ? cols : 0;
+        ti->decay = decay;
+    }
+    float *p = lw->base ? lw->base + lw->offset : NULL;
+    lw->offset += size;
+    return p;
+}
+
+/* query, key and value are one [3C, C] matrix for a single sgemm, recorded as
+ * three tensors so they keep their Hugging Face names. */
+static float *place_qkv(layout_walk *lw, const char *prefix, const char *suffix, int C, int cols,
+                        int decay) {
+    static const char *parts[3] = {"query", "key", "value"};
+    float *first = NULL;
+    for (int i = 0; i < 3; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s.attention.self.%s.%s", prefix, parts[i], suffix);
+        float *p = place(lw, name, C, cols, decay);
+        if (i == 0) first = p;
+    }
+    return first;
+}
+
+static size_t walk_layout(scfm_model *m, float *base, weights *views, int record) {
+    layout_walk lw = {m, base, views, 0, record};
+    const int V = m->V, C = m->C, F = m->F;
+    weights *v = views;
+    v->wte = place(&lw, "bert.embeddings.word_embeddings.weight", V, C, 1);
+    v->wpe = m->cfg.position == SCFM_POS_LEARNED
+                 ? place(&lw, "bert.embeddings.position_embeddings.weight", m->P, C, 1)
+                 : NULL;
+    v->ln_e_w = place(&lw, "bert.embeddings.LayerNorm.weight", C, 0, 0);
+    v->ln_e_b = place(&lw, "bert.embeddings.LayerNorm.bias", C, 0, 0);
+    for (int l = 0; l < m->NL; l++) {
+        layer_weights *L = &v->layers[l];
+        char pre[64], name[128];
+        snprintf(pre, sizeof pre, "bert.encoder.layer.%d", l);
+#define NAMED(fmt) (snprintf(name, sizeof name, "%s." fmt, pre), name)
+        L->w_qkv = place_qkv(&lw, pre, "weight", C, C, 1);
+        L->b_qkv = place_qkv(&lw, pre, "bias", C, 0, 0);
+        L->w_ao = place(&lw, NAMED("attention.output.dense.weight"), C, C, 1);
+        L->b_ao = place(&lw, NAMED("attention.output.dense.bias"), C, 0, 0);
+        L->ln_a_w = place(&lw, NAMED("attention.output.LayerNorm.weight"), C, 0, 0);
+        L->ln_a_b = place(&lw, NAMED("attention.output.LayerNorm.bias"), C, 0, 0);
+        L->w_i = place(&lw, NAMED("intermediate.dense.weight"), F, C, 1);
+        L->b_i = place(&lw, NAMED("intermediate.dense.bias"), F, 0, 0);
+        L->w_o = place(&lw, NAMED("output.dense.weight"), C, F, 1);
+        L->b_o = place(&lw, NAMED("output.dense.bias"), C, 0, 0);
+        L->ln_f_w = place(&lw, NAMED("output.LayerNorm.weight"), C, 0, 0);
+        L->ln_f_b = place(&lw, NAMED("output.LayerNorm.bias"), C, 0, 0);
+#undef NAMED
+    }
+    if (m->cfg.norm == SCFM_NORM_PRE) {
+        v->ln_fin_w = place(&lw, "bert.encoder.final_layer_norm.weight", C, 0, 0);
+        v->ln_fin_b = place(&lw, "bert.encoder.final_layer_norm.bias", C, 0, 0);
+    } else {
+        v->ln_fin_w = v->ln_fin_b = NULL;
+    }
+    v->w_t = place(&lw, "cls.predictions.transform.dense.weight", C, C, 1);
+    v->b_t = place(&lw, "cls.predictions.transform.dense.bias", C, 0, 0);
+    v->ln_t_w = place(&lw, "cls.predictions.transform.LayerNorm.weight", C, 0, 0);
+    v->ln_t_b = place(&lw, "cls.predictions.transform.LayerNorm.bias", C, 0, 0);
+    v->head_bias = place(&lw, "cls.predictions.bias", V, 0, 0);
+    return lw.offset;
+}
+
+scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, scfm_error *err) {
+    *out = NULL;
+    if (cfg->vocab_size < 3 || cfg->hidden < 1 || cfg->heads < 1 || cfg->hidden % cfg->heads ||
+        cfg->layers < 1 || cfg->ffn < 1 || cfg->max_len < 1)
+        return scfm_fail(err, SCFM_ERR_ARG,
+                         "invalid model shape: vocab %d, hidden %d, heads %d, layers %d, ffn %d, "
+                         "max_len %d",
+                         cfg->vocab_size, cfg->hidden, cfg->heads, cfg->layers, cfg->ffn, cfg->max_len);
+    scfm_model *m = calloc(1, sizeof *m);
+    if (!m) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory creating the model");
+    m->cfg = *cfg;
+    m->V = cfg->vocab_size;
+    m->C = cfg->hidden;
+    m->F = cfg->ffn;
+    m->P = cfg->max_len;
+    m->NL = cfg->layers;
+    m->NH = cfg->heads;
+    m->w.layers = calloc((size_t)m->NL, sizeof(layer_weights));
+    m->g.layers = calloc((size_t)m->NL, sizeof(layer_weights));
+    m->acts = calloc((size_t)m->NL, sizeof(layer_acts));
+    m->tensors = calloc((size_t)(16 * m->NL + 16), sizeof(scfm_tensor_info));
+    if (!m->w.layers || !m->g.layers || !m->acts || !m->tensors) goto nomem;
+    m->n_params = walk_layout(m, NULL, &m->w, 1);
+    m->params = scfm_alloc(sizeof(float) * m->n_params);
+    m->grads = scfm_alloc(sizeof(float) * m->n_params);
+    if (!m->params || !m->grads) goto nomem;
+    walk_layout(m, m->params, &m->w, 0);
+    walk_layout(m, m->grads, &m->g, 0);
+    *out = m;
+    return SCFM_OK;
+nomem:
+    scfm_model_free(m);
+    return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory creating the model");
+}
+
+void scfm_model_free(scfm_model *m) {
+    if (!m) return;
+    scfm_free(m->params);
+    scfm_free(m->grads);
+    scfm_free(m->arena);
+    free(m->positions);
+    free(m->token_cell);
+    free(m->w.layers);
+    free(m->g.layers);
+    free(m->acts);
+    free(m->tensors);
+    free(m);
+}
+
+const scfm_model_config *scfm_model_get_config(const scfm_model *m) { return &m->cfg; }
+size_t scfm_model_num_params(const scfm_model *m) { return m->n_params; }
+float *scfm_model_params(scfm_model *m) { return m->params; }
+float *scfm_model_grads(scfm_model *m) { return m->grads; }
+int scfm_model_num_tensors(const scfm_model *m) { return m->n_tensors; }
+const scfm_tensor_info *scfm_model_tensor(const scfm_model *m, int i) { return &m->tensors[i]; }
+
+const scfm_tensor_info *scfm_model_find_tensor(const scfm_model *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+static int is_layernorm_weight(const char *name) {
+    return strstr(name, "LayerNorm.weight") != NULL || strstr(name, "layer_norm.weight") != NULL;
+}
+
+void scfm_model_init_weights(scfm_model *m, uint64_t seed) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const scfm_tensor_info *ti = &m->tensors[i];
+        float *p = m->params + ti->offset;
+        if (ti->ndim == 2) {
+            for (size_t j = 0; j < ti->size; j++) {
+                uint64_t index = ti->offset + j;
+                uint32_t ctr[4] = {(uint32_t)index, (uint32_t)(index >> 32), 0, SCFM_STREAM_INIT};
+                uint32_t r[4];
+                scfm_philox(seed, ctr, r);
+                p[j] = (float)m->cfg.init_std * scfm_normal(r[0], r[1]);
+            }
+        } else {
+            float value = is_layernorm_weight(ti->name) ? 1.0f : 0.0f;
+            for (size_t j = 0; j < ti->size; j++) p[j] = value;
+        }
+    }
+}
+
+void scfm_model_zero_grad(scfm_model *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+
+double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backward) {
+    const double C = m->C, F = m->F, V = m->V;
+    double per_token = 2.0 * (4.0 * C * C + 2.0 * C * F) * m->NL;
+    double attention = 0.0;
+    for (int c = 0; c < b->n_cells; c++) {
+        double L = b->cell_offsets[c + 1] - b->cell_offsets[c];
+        attention += 4.0 * L * L * C * m->NL;
+    }
+    double head = 2.0 * (C * C + C * V) * b->n_targets;
+    double forward = per_token * b->n_tokens + attention + head;
+    return with_backward ? 3.0 * forward : forward;
+}
+
+/* ---- activations ---------------------------------------------------- */
+
+/* Lays the arena out for T tokens, N targets and probs floats of attention
+ * per layer; with base == NULL only counts. */
+static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_t probs) {
+    const size_t C = m->C, F = m->F, V = m->V;
+    size_t off = 0;
+#define TAKE(ptr, n) ((ptr) = base ? base + off : NULL, off += ((n) + 15) & ~(size_t)15)
+    TAKE(m->emb, T * C);
+    TAKE(m->ln_e_mean, T);
+    TAKE(m->ln_e_rstd, T);
+    TAKE(m->x0, T * C);
+    for (int l = 0; l < m->NL; l++) {
+        layer_acts *a = &m->acts[l];
+        TAKE(a->ln_a, T * C);
+        TAKE(a->ln_a_mean, T);
+        TAKE(a->ln_a_rstd, T);
+        TAKE(a->qkv, 3 * T * C);
+        TAKE(a->ctx, T * C);
+        TAKE(a->probs, probs);
+        TAKE(a->res1, T * C);
+        TAKE(a->ln_f, T * C);
+        TAKE(a->ln_f_mean, T);
+        TAKE(a->ln_f_rstd, T);
+        TAKE(a->f1, T * F);
+        TAKE(a->act, T * F);
+        TAKE(a->res2, T * C);
+    }
+    TAKE(m->fin, T * C);
+    TAKE(m->fin_mean, T);
+    TAKE(m->fin_rstd, T);
+    TAKE(m->g_in, N * C);
+    TAKE(m->t1, N * C);
+    TAKE(m->t2, N * C);
+    TAKE(m->t3, N * C);
+    TAKE(m->t_mean, N);
+    TAKE(m->t_rstd, N);
+    TAKE(m->logits, N * V);
+    TAKE(m->dres, T * C);
+    TAKE(m->dtmp1, T * C);
+    TAKE(m->dtmp2, T * C);
+    TAKE(m->dqkv, 3 * T * C);
+    TAKE(m->dff1, T * F);
+    TAKE(m->dff2, T * F);
+    TAKE(m->attn_scratch, (size_t)m->threads * 2 * (size_t)m->P * (size_t)m->P);
+#undef TAKE
+    return off;
+}
+
+static scfm_status reserve_activations(scfm_model *m, const scfm_batch *b, scfm_error *err) {
+    size_t probs = scfm_attention_probs_size(b->cell_offsets, b->n_cells, m->NH);
+    if (b->n_tokens <= m->cap_T && b->n_targets <= m->cap_N && probs <= m->cap_probs) return SCFM_OK;
+    /* Grow with headroom so a stream of similar batches allocates once. */
+    int T = b->n_tokens > m->cap_T ? b->n_tokens + b->n_tokens / 4 : m->cap_T;
+    int N = b->n_targets > m->cap_N ? b->n_targets + b->n_targets / 4 + 16 : m->cap_N;
+    size_t P = probs > m->cap_probs ? probs + probs / 4 : m->cap_probs;
+    m->threads = omp_get_max_threads();
+    scfm_free(m->arena);
+    free(m->positions);
+    free(m->token_cell);
+    m->cap_T = m->cap_N = 0;
+    m->cap_probs = 0;
+    size_t floats = layout_arena(m, NULL, (size_t)T, (size_t)N, P);
+    m->arena = scfm_alloc(sizeof(float) * floats);
+    m->positions = malloc(sizeof(int32_t) * (size_t)T);
+    m->token_cell = malloc(sizeof(int32_t) * (size_t)T);
+    if (!m->arena || !m->positions || !m->token_cell)
+        return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for activations of %d tokens (%.1f GiB)",
+                         T, (double)floats * 4.0 / (1 << 30));
+    layout_arena(m, m->arena, (size_t)T, (size_t)N, P);
+    m->cap_T = T;
+    m->cap_N = N;
+    m->cap_probs = P;
+    return SCFM_OK;
+}
+
+/* ---- dropout sites ---------------------------------------------------- */
+
+enum { SITE_EMBEDDING = 0, SITES_PER_LAYER = 3, SITE_ATTN_PROBS = 1, SITE_ATTN_OUT = 2, SITE_FFN_OUT = 3 };
+
+static uint32_t layer_site(int layer, int which) { return (uint32_t)(layer * SITES_PER_LAYER + which); }
+
+/* Applies (or, on a gradient, back-propagates) the hidden dropout of a site
+ * to x[T, C]. */
+static void dropout_tokens(const scfm_model *m, const scfm_batch *b, float *x, uint32_t site) {
+    const float p = (float)m->cfg.dropout;
+    if (!m->training || p <= 0.0f) return;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < b->n_tokens; t++) {
+        uint64_t key = scfm_dropout_key(m->seed, m->epoch, site, b->cell_ids[m->token_cell[t]],
+                                        m->positions[t]);
+        scfm_dropout_row(x + (size_t)t * m->C, m->C, p, key);
+    }
+}
+
+static scfm_attention_dropout attention_dropout(const scfm_model *m, const scfm_batch *b, int l) {
+    scfm_attention_dropout d = {0.0f, m->seed, m->epoch, layer_site(l, SITE_ATTN_PROBS), b->cell_ids};
+    if (m->training) d.p = (float)m->cfg.attention_dropout;
+    return d;
+}
+
+static void activation_forward(const scfm_model *m, float *out, const float *inp, size_t n) {
+    if (m->cfg.activation == SCFM_ACT_GELU)
+        scfm_gelu_forward(out, inp, n);
+    else
+        scfm_relu_forward(out, inp, n);
+}
+
+static void activation_backward(const scfm_model *m, float *dinp, const float *inp,
+                                const float *dout, size_t n) {
+    if (m->cfg.activation == SCFM_ACT_GELU)
+        scfm_gelu_backward(dinp, inp, dout, n);
+    else
+        scfm_relu_backward(dinp, inp, dout, n);
+}
+
+static void add_inplace(float *x, const float *y, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static const float *layer_output(const scfm_model *m, int l) {
+    if (l < 0) return m->x0;
+    return m->cfg.norm == SCFM_NORM_POST ? m->acts[l].ln_f : m->acts[l].res2;
+}
+
+const float *scfm_model_hidden(const scfm_model *m) {
+    return m->cfg.norm == SCFM_NORM_PRE ? m->fin : layer_output(m, m->NL - 1);
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+static scfm_status check_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err) {
+    for (int c = 0; c < b->n_cells; c++) {
+        int L = b->cell_offsets[c + 1] - b->cell_offsets[c];
+        if (L < 1 || L > m->P)
+            return scfm_fail(err, SCFM_ERR_ARG, "cell %lld has %d tokens; the model takes 1 to %d",
+                             (long long)b->cell_ids[c], L, m->P);
+    }
+    for (int t = 0; t < b->n_tokens; t++)
+        if (b->tokens[t] < 0 || b->tokens[t] >= m->V)
+            return scfm_fail(err, SCFM_ERR_ARG, "token id %d outside the vocabulary of %d",
+                             b->tokens[t], m->V);
+    for (int n = 0; n < b->n_targets; n++)
+        if (b->target_index[n] < 0 || b->target_index[n] >= b->n_tokens || b->target_label[n] < 0 ||
+            b->target_label[n] >= m->V)
+            return scfm_fail(err, SCFM_ERR_ARG, "masked target %d is invalid", n);
+    return SCFM_OK;
+}
+
+/* Post-LN (BERT):  res1 = x + drop(attn(x) w_ao);   h = LN_a(res1)
+ *                  res2 = h + drop(act(h w_i) w_o); out = LN_f(res2)
+ * Pre-LN:          res1 = x + drop(attn(LN_a(x)) w_ao)
+ *                  out = res2 = res1 + drop(act(LN_f(res1) w_i) w_o)        */
+static void layer_forward(scfm_model *m, const scfm_batch *b, int l) {
+    const int T = b->n_tokens, C = m->C, F = m->F;
+    const float eps = (float)m->cfg.layer_norm_eps;
+    const layer_weights *w = &m->w.layers[l];
+    layer_acts *a = &m->acts[l];
+    const float *x = layer_output(m, l - 1);
+    const int post = m->cfg.norm == SCFM_NORM_POST;
+    scfm_attention_dropout drop = attention_dropout(m, b, l);
+
+    const float *attn_in = x;
+    if (!post) {
+        scfm_layernorm_forward(a->ln_a, a->ln_a_mean, a->ln_a_rstd, x, w->ln_a_w, w->ln_a_b, T, C, eps);
+        attn_in = a->ln_a;
+    }
+    scfm_linear_forward(a->qkv, attn_in, w->w_qkv, w->b_qkv, T, C, 3 * C);
+    scfm_attention_forward(a->ctx, a->probs, a->qkv, b->cell_offsets, b->n_cells, C, m->NH, &drop,
+                           m->attn_scratch, m->P);
+    scfm_linear_forward(a->res1, a->ctx, w->w_ao, w->b_ao, T, C, C);
+    dropout_tokens(m, b, a->res1, layer_site(l, SITE_ATTN_OUT));
+    add_inplace(a->res1, x, (size_t)T * C);
+
+    const float *ffn_in;
+    if (post) {
+        scfm_layernorm_forward(a->ln_a, a->ln_a_mean, a->ln_a_rstd, a->res1, w->ln_a_w, w->ln_a_b, T,
+                               C, eps);
+        ffn_in = a->ln_a;
+    } else {
+        scfm_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->res1, w->ln_f_w, w->ln_f_b, T,
+                               C, eps);
+        ffn_in = a->ln_f;
+    }
+    scfm_linear_forward(a->f1, ffn_in, w->w_i, w->b_i, T, C, F);
+    activation_forward(m, a->act, a->f1, (size_t)T * F);
+    scfm_linear_forward(a->res2, a->act, w->w_o, w->b_o, T, F, C);
+    dropout_tokens(m, b, a->res2, layer_site(l, SITE_FFN_OUT));
+    add_inplace(a->res2, post ? a->ln_a : a->res1, (size_t)T * C);
+    if (post)
+        scfm_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->res2, w->ln_f_w, w->ln_f_b, T,
+                               C, eps);
+}
+
+/* MLM head on the N targets only: g = hidden[target_index];
+ * logits[N,V] = LN_t(act(g w_t + b_t)) wte^T + head_bias. */
+static double head_forward(scfm_model *m, const scfm_batch *b) {
+    const int N = b->n_targets, C = m->C, V = m->V;
+    const float *hidden = scfm_model_hidden(m);
+    for (int n = 0; n < N; n++)
+        memcpy(m->g_in + (size_t)n * C, hidden + (size_t)b->target_index[n] * C, sizeof(float) * C);
+    scfm_linear_forward(m->t1, m->g_in, m->w.w_t, m->w.b_t, N, C, C);
+    activation_forward(m, m->t2, m->t1, (size_t)N * C);
+    scfm_layernorm_forward(m->t3, m->t_mean, m->t_rstd, m->t2, m->w.ln_t_w, m->w.ln_t_b, N, C,
+                           (float)m->cfg.layer_norm_eps);
+    scfm_linear_forward(m->logits, m->t3, m->w.wte, m->w.head_bias, N, C, V);
+    return scfm_crossentropy_forward(m->logits, b->target_label, N, V);
+}
+
+scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training, uint64_t seed,
+                               uint32_t epoch, double *loss_sum, scfm_error *err) {
+    scfm_status st = check_batch(m, b, err);
+    if (st == SCFM_OK) st = reserve_activations(m, b, err);
+    if (st != SCFM_OK) return st;
+    m->training = training;
+    m->seed = seed;
+    m->epoch = epoch;
+    const int T = b->n_tokens, C = m->C;
+    const float eps = (float)m->cfg.layer_norm_eps;
+    for (int c = 0; c < b->n_cells; c++)
+        for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++) {
+            m->positions[t] = t - b->cell_offsets[c];
+            m->token_cell[t] = c;
+        }
+    scfm_embedding_forward(m->emb, b->tokens, m->positions, m->w.wte, m->w.wpe, T, C);
+    scfm_layernorm_forward(m->x0, m->ln_e_mean, m->ln_e_rstd, m->emb, m->w.ln_e_w, m->w.ln_e_b, T, C,
+                           eps);
+    dropout_tokens(m, b, m->x0, SITE_EMBEDDING);
+    for (int l = 0; l < m->NL; l++) layer_forward(m, b, l);
+    if (m->cfg.norm == SCFM_NORM_PRE)
+        scfm_layernorm_forward(m->fin, m->fin_mean, m->fin_rstd, layer_output(m, m->NL - 1),
+                               m->w.ln_fin_w, m->w.ln_fin_b, T, C, eps);
+    *loss_sum = head_forward(m, b);
+    if (!isfinite(*loss_sum))
+        return scfm_fail(err, SCFM_ERR_NUMERIC, "the loss is not finite (%g)", *loss_sum);
+    return SCFM_OK;
+}
+
+/* ---- backward --------------------------------------------------------- */
+
+/* Fills m->dres with d(loss)/d(hidden) at every token. */
+static void head_backward(scfm_model *m, const scfm_batch *b, float scale) {
+    const int N = b->n_targets, C = m->C, V = m->V, T = b->n_tokens;
+    weights *g = &m->g;
+    scfm_crossentropy_backward(m->logits, b->target_label, N, V, scale);
+    /* dt3 -> dtmp1[N,C] (N <= T, so the token scratch holds it) */
+    scfm_linear_backward(m->dtmp1, g->wte, g->head_bias, m->logits, m->t3, m->w.wte, N, C, V, 0);
+    memset(m->dtmp2, 0, sizeof(float) * (size_t)N * C);
+    scfm_layernorm_backward(m->dtmp2, g->ln_t_w, g->ln_t_b, m->dtmp1, m->t2, m->w.ln_t_w, m->t_mean,
+                            m->t_rstd, N, C);
+    activation_backward(m, m->dtmp1, m->t1, m->dtmp2, (size_t)N * C);
+    scfm_linear_backward(m->dtmp2, g->w_t, g->b_t, m->dtmp1, m->g_in, m->w.w_t, N, C, C, 0);
+    float *dhidden = m->cfg.norm == SCFM_NORM_PRE ? m->dtmp1 : m->dres;
+    memset(dhidden, 0, sizeof(float) * (size_t)T * C);
+    for (int n = 0; n < N; n++) {
+        float *d = dhidden + (size_t)b->target_index[n] * C;
+        const float *s = m->dtmp2 + (size_t)n * C;
+        for (int i = 0; i < C; i++) d[i] += s[i];
+    }
+    if (m->cfg.norm == SCFM_NORM_PRE) {
+        memset(m->dres, 0, sizeof(float) * (size_t)T * C);
+        scfm_layernorm_backward(m->dres, g->ln_fin_w, g->ln_fin_b, dhidden,
+                                layer_output(m, m->NL - 1), m->w.ln_fin_w, m->fin_mean, m->fin_rstd,
+                                T, C);
+    }
+}
+
+/* dst = drop(src): the gradient through a dropout site. */
+static void copy_dropped(const scfm_model *m, const scfm_batch *b, float *dst, const float *src,
+                         uint32_t site) {
+    memcpy(dst, src, sizeof(float) * (size_t)b->n_tokens * m->C);
+    dropout_tokens(m, b, dst, site);
+}
+
+/* On entry m->dres = d/d(layer output); on exit d/d(layer input). */
+static void layer_backward(scfm_model *m, const scfm_batch *b, int l) {
+    const int T = b->n_tokens, C = m->C, F = m->F;
+    const size_t TC = (size_t)T * C;
+    const layer_weights *w = &m->w.layers[l];
+    layer_weights *g = &m->g.layers[l];
+    layer_acts *a = &m->acts[l];
+    const float *x = layer_output(m, l - 1);
+    scfm_attention_dropout drop = attention_dropout(m, b, l);
+
+    if (m->cfg.norm == SCFM_NORM_POST) {
+        /* dtmp1 = d res2 */
+        memset(m->dtmp1, 0, sizeof(float) * TC);
+        scfm_layernorm_backward(m->dtmp1, g->ln_f_w, g->ln_f_b, m->dres, a->res2, w->ln_f_w,
+                                a->ln_f_mean, a->ln_f_rstd, T, C);
+        memcpy(m->dtmp2, m->dtmp1, sizeof(float) * TC); /* d h, residual path */
+        dropout_tokens(m, b, m->dtmp1, layer_site(l, SITE_FFN_OUT));
+        scfm_linear_backward(m->dff1, g->w_o, g->b_o, m->dtmp1, a->act, w->w_o, T, F, C, 0);
+        activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
+        scfm_linear_backward(m->dtmp2, g->w_i, g->b_i, m->dff2, a->ln_a, w->w_i, T, C, F, 1);
+        /* dres = d res1 */
+        memset(m->dres, 0, sizeof(float) * TC);
+        scfm_layernorm_backward(m->dres, g->ln_a_w, g->ln_a_b, m->dtmp2, a->res1, w->ln_a_w,
+                                a->ln_a_mean, a->ln_a_rstd, T, C);
+        copy_dropped(m, b, m->dtmp1, m->dres, layer_site(l, SITE_ATTN_OUT));
+        scfm_linear_backward(m->dtmp2, g->w_ao, g->b_ao, m->dtmp1, a->ctx, w->w_ao, T, C, C, 0);
+        scfm_attention_backward(m->dqkv, m->dtmp2, a->qkv, a->probs, b->cell_offsets, b->n_cells, C,
+                                m->NH, &drop, m->attn_scratch, m->P);
+        scfm_linear_backward(m->dres, g->w_qkv, g->b_qkv, m->dqkv, x, w->w_qkv, T, C, 3 * C, 1);
+    } else {
+        copy_dropped(m, b, m->dtmp1, m->dres, layer_site(l, SITE_FFN_OUT));
+        scfm_linear_backward(m->dff1, g->w_o, g->b_o, m->dtmp1, a->act, w->w_o, T, F, C, 0);
+        activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
+        scfm_linear_backward(m->dtmp2, g->w_i, g->b_i, m->dff2, a->ln_f, w->w_i, T, C, F, 0);
+        scfm_layernorm_backward(m->dres, g->ln_f_w, g->ln_f_b, m->dtmp2, a->res1, w->ln_f_w,
+                                a->ln_f_mean, a->ln_f_rstd, T, C);
+        copy_dropped(m, b, m->dtmp1, m->dres, layer_site(l, SITE_ATTN_OUT));
+        scfm_linear_backward(m->dtmp2, g->w_ao, g->b_ao, m->dtmp1, a->ctx, w->w_ao, T, C, C, 0);
+        scfm_attention_backward(m->dqkv, m->dtmp2, a->qkv, a->probs, b->cell_offsets, b->n_cells, C,
+                                m->NH, &drop, m->attn_scratch, m->P);
+        scfm_linear_backward(m->dtmp1, g->w_qkv, g->b_qkv, m->dqkv, a->ln_a, w->w_qkv, T, C, 3 * C, 0);
+        scfm_layernorm_backward(m->dres, g->ln_a_w, g->ln_a_b, m->dtmp1, x, w->ln_a_w, a->ln_a_mean,
+                                a->ln_a_rstd, T, C);
+    }
+}
+
+void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
+    const int T = b->n_tokens, C = m->C;
+    head_backward(m, b, loss_scale);
+    for (int l = m->NL - 1; l >= 0; l--) layer_backward(m, b, l);
+    /* dres = d x0 -> through dropout and the embedding LayerNorm */
+    dropout_tokens(m, b, m->dres, SITE_EMBEDDING);
+    memset(m->dtmp1, 0, sizeof(float) * (size_t)T * C);
+    scfm_layernorm_backward(m->dtmp1, m->g.ln_e_w, m->g.ln_e_b, m->dres, m->emb, m->w.ln_e_w,
+                            m->ln_e_mean, m->ln_e_rstd, T, C);
+    scfm_embedding_backward(m->g.wte, m->g.wpe, m->dtmp1, b->tokens, m->positions, T, C);
+}
