@@ -58,6 +58,9 @@ enum {
     SCFM_STREAM_INIT = 4
 };
 
+/* mkdir -p: creates path and its missing parents. */
+scfm_status scfm_make_dirs(const char *path, scfm_error *err);
+
 /* Monotonic wall clock in seconds. */
 double scfm_now(void);
 

@@ -69,6 +69,12 @@ scfm_status scfm_shards_cell(scfm_shards *s, int64_t i, const int32_t **tokens, 
 scfm_status scfm_shard_write(const char *path, const int32_t *tokens, const int64_t *offsets,
                              int64_t n_cells, int vocab_size, scfm_error *err);
 
+/* Writes a small set of token shards with known structure: n_types cell
+ * types, each a noisy version of its own gene ranking, lengths in
+ * [min_len, max_len]; reproducible from seed. */
+scfm_status scfm_synthetic_tokens(const char *dir, int64_t n_cells, int n_genes, int n_types,
+                                  int min_len, int max_len, uint64_t seed, scfm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

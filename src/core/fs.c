@@ -1,0 +1,25 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "scfm/core.h"
+
+scfm_status scfm_make_dirs(const char *path, scfm_error *err) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return scfm_fail(err, SCFM_ERR_ARG, "invalid directory path '%s'", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return scfm_fail(err, SCFM_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return scfm_fail(err, SCFM_ERR_IO, "%s: exists and is not a directory", path);
+    return SCFM_OK;
+}

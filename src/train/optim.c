@@ -1,0 +1,41 @@
+/* AdamW and the learning-rate schedule. */
+#include <math.h>
+
+#include "scfm/train.h"
+
+double scfm_lr_at(const scfm_train_config *t, int64_t step) {
+    if (step < t->warmup_steps) return t->lr * (double)(step + 1) / (double)t->warmup_steps;
+    if (t->schedule == SCFM_SCHED_CONSTANT) return t->lr;
+    int64_t decay_steps = t->steps - t->warmup_steps;
+    double progress = decay_steps > 0 ? (double)(step - t->warmup_steps) / (double)decay_steps : 1.0;
+    if (progress > 1.0) progress = 1.0;
+    double shape = t->schedule == SCFM_SCHED_COSINE ? 0.5 * (1.0 + cos(M_PI * progress)) : 1.0 - progress;
+    return t->lr * (t->min_lr_ratio + (1.0 - t->min_lr_ratio) * shape);
+}
+
+double scfm_grad_norm(const float *grads, size_t n) {
+    double sum = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+    for (size_t i = 0; i < n; i++) sum += (double)grads[i] * grads[i];
+    return sqrt(sum);
+}
+
+void scfm_adamw_step(scfm_model *model, float *m, float *v, int64_t t, double lr,
+                     const scfm_train_config *cfg) {
+    float *p = scfm_model_params(model);
+    const float *g = scfm_model_grads(model);
+    const float b1 = (float)cfg->beta1, b2 = (float)cfg->beta2, eps = (float)cfg->adam_eps;
+    const float step_size = (float)(lr / (1.0 - pow(cfg->beta1, (double)t)));
+    const float v_correction = (float)(1.0 / sqrt(1.0 - pow(cfg->beta2, (double)t)));
+    for (int k = 0; k < scfm_model_num_tensors(model); k++) {
+        const scfm_tensor_info *ti = scfm_model_tensor(model, k);
+        const float shrink = ti->decay ? (float)(1.0 - lr * cfg->weight_decay) : 1.0f;
+        const size_t lo = ti->offset, hi = ti->offset + ti->size;
+#pragma omp parallel for schedule(static)
+        for (size_t i = lo; i < hi; i++) {
+            m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+            p[i] = p[i] * shrink - step_size * m[i] / (sqrtf(v[i]) * v_correction + eps);
+        }
+    }
+}

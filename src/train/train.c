@@ -1,0 +1,206 @@
+/* The masked-gene training loop on one process. A step draws `accumulate`
+ * micro-batches of whole cells (at most micro_batch_tokens tokens each, at
+ * least one cell), masks them, and averages the loss over every masked token
+ * of the step. Epochs end at step boundaries, so every cell of a step shares
+ * the epoch that keys its mask and dropout. */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scfm/data.h"
+#include "scfm/train.h"
+
+typedef struct {
+    scfm_shards *shards;
+    int64_t *order;   /* this epoch's permutation of cell ids */
+    int64_t n_cells, cursor;
+    uint32_t epoch;
+    uint64_t seed;
+    int max_len;
+} cell_stream;
+
+/* Fisher-Yates with Philox keyed by (seed, epoch, i): the order depends only
+ * on the seed and the epoch. */
+static void shuffle(cell_stream *cs) {
+    for (int64_t i = 0; i < cs->n_cells; i++) cs->order[i] = i;
+    for (int64_t i = cs->n_cells - 1; i > 0; i--) {
+        uint32_t ctr[4] = {(uint32_t)i, (uint32_t)((uint64_t)i >> 32), cs->epoch, SCFM_STREAM_SHUFFLE};
+        uint32_t r[4];
+        scfm_philox(cs->seed, ctr, r);
+        uint64_t j = (((uint64_t)r[0] << 32) | r[1]) % (uint64_t)(i + 1);
+        int64_t tmp = cs->order[i];
+        cs->order[i] = cs->order[j];
+        cs->order[j] = tmp;
+    }
+}
+
+/* Fills b with the next cells of the epoch; leaves it empty at the end. */
+static scfm_status next_batch(cell_stream *cs, scfm_batch *b, int64_t max_tokens, scfm_error *err) {
+    scfm_batch_clear(b);
+    while (cs->cursor < cs->n_cells) {
+        const int32_t *tokens;
+        int length;
+        int64_t id = cs->order[cs->cursor];
+        scfm_status st = scfm_shards_cell(cs->shards, id, &tokens, &length, err);
+        if (st != SCFM_OK) return st;
+        if (length > cs->max_len) length = cs->max_len;
+        if (b->n_cells > 0 && b->n_tokens + length > max_tokens) break;
+        cs->cursor++;
+        if (length == 0) continue;
+        st = scfm_batch_add_cell(b, id, tokens, length, err);
+        if (st != SCFM_OK) return st;
+    }
+    return SCFM_OK;
+}
+
+static void write_metrics(FILE *f, const scfm_train_progress *p) {
+    fprintf(f,
+            "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+            "\"tokens\": %lld, \"targets\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f, "
+            "\"compute_s\": %.4f, \"data_s\": %.4f}\n",
+            (long long)p->step, p->epoch, p->loss, p->lr, p->grad_norm, (long long)p->tokens,
+            (long long)p->targets, p->tokens_per_s, p->elapsed_s, p->compute_s, p->data_s);
+    fflush(f);
+}
+
+typedef struct {
+    scfm_shards *shards;
+    scfm_model *model;
+    float *adam_m, *adam_v;
+    scfm_batch *batches;
+    int n_batches;
+    int64_t *order;
+    FILE *metrics;
+} train_resources;
+
+static void release(train_resources *r) {
+    if (r->metrics) fclose(r->metrics);
+    for (int i = 0; i < r->n_batches; i++) scfm_batch_free(&r->batches[i]);
+    free(r->batches);
+    free(r->order);
+    scfm_free(r->adam_m);
+    scfm_free(r->adam_v);
+    scfm_model_free(r->model);
+    scfm_shards_close(r->shards);
+}
+
+static scfm_status prepare_run_dir(const scfm_config *cfg, char *run_dir, size_t cap, FILE **metrics,
+                                   scfm_error *err) {
+    snprintf(run_dir, cap, "%s/%s", cfg->checkpoint.dir, cfg->checkpoint.run);
+    scfm_status st = scfm_make_dirs(run_dir, err);
+    if (st != SCFM_OK) return st;
+    char path[SCFM_PATH_MAX + 300];
+    snprintf(path, sizeof path, "%s/config.cfg", run_dir);
+    st = scfm_config_write(cfg, path, err);
+    if (st != SCFM_OK) return st;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    *metrics = fopen(path, "a");
+    if (!*metrics) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    return SCFM_OK;
+}
+
+scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *user, scfm_error *err) {
+    const scfm_train_config *tc = &cfg->train;
+    train_resources r = {0};
+    scfm_status st = SCFM_OK;
+    if (cfg->data.shards[0] == '\0')
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: data.shards is not set", cfg->source[0] ? cfg->source : "config");
+    if (tc->threads > 0) omp_set_num_threads(tc->threads);
+
+    if ((st = scfm_shards_open(cfg->data.shards, &r.shards, err)) != SCFM_OK) goto out;
+    scfm_model_config mc = cfg->model;
+    int data_vocab = scfm_shards_vocab_size(r.shards);
+    if (mc.vocab_size == 0) mc.vocab_size = data_vocab;
+    if (mc.vocab_size < data_vocab) {
+        st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.vocab_size (%d) is smaller than the shards' vocabulary (%d)",
+                       cfg->source, mc.vocab_size, data_vocab);
+        goto out;
+    }
+    if ((st = scfm_model_create(&mc, &r.model, err)) != SCFM_OK) goto out;
+    scfm_model_init_weights(r.model, (uint64_t)tc->seed);
+    size_t n_params = scfm_model_num_params(r.model);
+    r.adam_m = scfm_alloc(sizeof(float) * n_params);
+    r.adam_v = scfm_alloc(sizeof(float) * n_params);
+    r.n_batches = tc->accumulate;
+    r.batches = calloc((size_t)tc->accumulate, sizeof(scfm_batch));
+    int64_t n_cells = scfm_shards_num_cells(r.shards);
+    r.order = malloc(sizeof(int64_t) * (size_t)n_cells);
+    if (!r.adam_m || !r.adam_v || !r.batches || !r.order) {
+        st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for optimiser state of %zu parameters", n_params);
+        goto out;
+    }
+    char run_dir[SCFM_PATH_MAX + 300];
+    scfm_config resolved = *cfg;
+    resolved.model.vocab_size = mc.vocab_size;
+    if ((st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err)) != SCFM_OK) goto out;
+
+    cell_stream cs = {r.shards, r.order, n_cells, 0, 0, (uint64_t)tc->seed, mc.max_len};
+    shuffle(&cs);
+    scfm_mask_config mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob,
+                             SCFM_TOKEN_MASK + 1, mc.vocab_size};
+    const double start = scfm_now();
+    int64_t total_tokens = 0;
+    for (int64_t step = 0; step < tc->steps; step++) {
+        double t0 = scfm_now();
+        if (cs.cursor >= cs.n_cells) {
+            cs.epoch++;
+            cs.cursor = 0;
+            shuffle(&cs);
+        }
+        int64_t step_targets = 0, step_tokens = 0;
+        for (int a = 0; a < r.n_batches; a++) {
+            if ((st = next_batch(&cs, &r.batches[a], tc->micro_batch_tokens, err)) != SCFM_OK) goto out;
+            scfm_batch_mask(&r.batches[a], &mask, (uint64_t)tc->seed, cs.epoch);
+            step_targets += r.batches[a].n_targets;
+            step_tokens += r.batches[a].n_tokens;
+        }
+        double t1 = scfm_now();
+        double loss_sum = 0.0;
+        scfm_model_zero_grad(r.model);
+        for (int a = 0; a < r.n_batches && step_targets > 0; a++) {
+            if (r.batches[a].n_targets == 0) continue;
+            double part = 0.0;
+            st = scfm_model_forward(r.model, &r.batches[a], 1, (uint64_t)tc->seed, cs.epoch, &part, err);
+            if (st != SCFM_OK) goto out;
+            scfm_model_backward(r.model, &r.batches[a], 1.0f / (float)step_targets);
+            loss_sum += part;
+        }
+        double norm = scfm_grad_norm(scfm_model_grads(r.model), n_params);
+        if (!isfinite(norm)) {
+            st = scfm_fail(err, SCFM_ERR_NUMERIC, "step %lld: the gradient norm is not finite", (long long)step + 1);
+            goto out;
+        }
+        if (tc->clip_norm > 0.0 && norm > tc->clip_norm) {
+            float s = (float)(tc->clip_norm / norm);
+            float *g = scfm_model_grads(r.model);
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n_params; i++) g[i] *= s;
+        }
+        double lr = scfm_lr_at(tc, step);
+        if (step_targets > 0) scfm_adamw_step(r.model, r.adam_m, r.adam_v, step + 1, lr, tc);
+        double t2 = scfm_now();
+        total_tokens += step_tokens;
+        scfm_train_progress p = {0};
+        p.step = step + 1;
+        p.steps = tc->steps;
+        p.loss = step_targets > 0 ? loss_sum / (double)step_targets : 0.0;
+        p.lr = lr;
+        p.grad_norm = norm;
+        p.tokens = step_tokens;
+        p.targets = step_targets;
+        p.elapsed_s = t2 - start;
+        p.tokens_per_s = (double)total_tokens / p.elapsed_s;
+        p.eta_s = p.elapsed_s / (double)p.step * (double)(tc->steps - p.step);
+        p.compute_s = t2 - t1;
+        p.data_s = t1 - t0;
+        p.epoch = (int)cs.epoch;
+        write_metrics(r.metrics, &p);
+        if (on_step) on_step(&p, user);
+    }
+out:
+    release(&r);
+    return st;
+}

@@ -1,0 +1,26 @@
+/* Writes the built-in synthetic token set (scfm_synthetic_tokens) that the
+ * quick start and the training tests use until `scfm tokenize` lands:
+ *   make_tokens DIR [CELLS] [GENES] [TYPES] [SEED] */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "scfm/data.h"
+
+int main(int argc, char **argv) {
+    if (argc < 2 || argc > 6) {
+        fprintf(stderr, "usage: make_tokens DIR [CELLS=2000] [GENES=300] [TYPES=6] [SEED=1]\n");
+        return 2;
+    }
+    long cells = argc > 2 ? atol(argv[2]) : 2000;
+    int genes = argc > 3 ? atoi(argv[3]) : 300;
+    int types = argc > 4 ? atoi(argv[4]) : 6;
+    long seed = argc > 5 ? atol(argv[5]) : 1;
+    int max_len = genes < 200 ? genes : 200;
+    scfm_error err = {0};
+    if (scfm_synthetic_tokens(argv[1], cells, genes, types, max_len / 2, max_len, (uint64_t)seed, &err) != SCFM_OK) {
+        fprintf(stderr, "make_tokens: %s\n", err.message);
+        return 1;
+    }
+    printf("make_tokens: %ld cells of %d-%d tokens over %d genes in %s\n", cells, max_len / 2, max_len, genes, argv[1]);
+    return 0;
+}
