@@ -74,14 +74,17 @@ typedef struct {
 void scfm_config_defaults(scfm_config *cfg);
 
 /* Reads path (NULL: defaults only), then applies overrides "section.key=value"
- * in order, then checks cross-key constraints. Errors name file:line and key;
- * their status is SCFM_ERR_CONFIG. */
+ * in order, then checks cross-key constraints. An empty checkpoint.run becomes
+ * the file's base name without extension ("run" without a file). Errors name
+ * file:line and key; their status is SCFM_ERR_CONFIG (docs/config.md lists
+ * the messages). */
 scfm_status scfm_config_load(scfm_config *cfg, const char *path,
                              const char *const *overrides, int n_overrides,
                              scfm_error *err);
 
-/* Writes the resolved configuration in libconfig syntax (readable by
- * scfm_config_load). */
+/* Writes the resolved configuration in libconfig syntax, every key, readable
+ * by scfm_config_load into the same values; atomic (PATH.tmp, fsync, rename).
+ * print writes the same text to out. */
 scfm_status scfm_config_write(const scfm_config *cfg, const char *path, scfm_error *err);
 void scfm_config_print(const scfm_config *cfg, FILE *out);
 

@@ -58,6 +58,9 @@ enum {
     SCFM_STREAM_INIT = 4
 };
 
+/* out = dir + "/" + name; SCFM_ERR_ARG when it does not fit in cap. */
+scfm_status scfm_path_join(char *out, size_t cap, const char *dir, const char *name, scfm_error *err);
+
 /* mkdir -p: creates path and its missing parents. */
 scfm_status scfm_make_dirs(const char *path, scfm_error *err);
 

@@ -17,7 +17,7 @@ extern "C" {
 
 /* One named tensor inside the parameter buffer. */
 typedef struct {
-    char name[96];      /* Hugging Face name, e.g. "bert.encoder.layer.0.attention.self.query.weight" */
+    char name[128];     /* Hugging Face name, e.g. "bert.encoder.layer.0.attention.self.query.weight" */
     size_t offset;      /* in floats, from the start of the buffer */
     size_t size;        /* in floats */
     int ndim;
@@ -60,6 +60,10 @@ scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training,
  * activations of the last forward on the same batch. loss_scale is 1/(targets
  * of the whole optimiser step). */
 void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale);
+
+/* Writes every parameter under its Hugging Face name, fp32, to a safetensors
+ * file (atomically), with the model shape in the metadata. */
+scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *err);
 
 /* Final hidden states of the last forward, [n_tokens, hidden]. */
 const float *scfm_model_hidden(const scfm_model *m);

@@ -45,6 +45,9 @@ static const char *train_help =
     "  config.cfg      the resolved configuration\n"
     "  metrics.jsonl   one JSON line per step: step, epoch, loss, lr, grad_norm,\n"
     "                  tokens, targets, tokens_per_s, elapsed_s, compute_s, data_s\n"
+    "  step_NNNNNNN/   model.safetensors (weights under the Hugging Face BertForMaskedLM\n"
+    "                  names) and config.cfg, every checkpoint.every steps and at the\n"
+    "                  end; the newest checkpoint.keep are kept\n"
     "\n"
     "Progress: every train.log_every_seconds, a line with step, loss, lr, gradient\n"
     "norm, tokens/s and ETA on standard error.\n";

@@ -23,3 +23,9 @@ scfm_status scfm_make_dirs(const char *path, scfm_error *err) {
         return scfm_fail(err, SCFM_ERR_IO, "%s: exists and is not a directory", path);
     return SCFM_OK;
 }
+
+scfm_status scfm_path_join(char *out, size_t cap, const char *dir, const char *name, scfm_error *err) {
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap) return scfm_fail(err, SCFM_ERR_ARG, "path too long: %s/%s", dir, name);
+    return SCFM_OK;
+}

@@ -87,7 +87,7 @@ static float *place(layout_walk *lw, const char *name, int rows, int cols, int d
     size_t size = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
     if (lw->record) {
         scfm_tensor_info *ti = &lw->m->tensors[lw->m->n_tensors++];
-        snprintf(ti->name, sizeof ti->name, "%s", name);
+        snprintf(ti->name, sizeof ti->name, "%.127s", name);
         ti->offset = lw->offset;
         ti->size = size;
         ti->ndim = cols > 0 ? 2 : 1;
@@ -107,8 +107,8 @@ static float *place_qkv(layout_walk *lw, const char *prefix, const char *suffix,
     static const char *parts[3] = {"query", "key", "value"};
     float *first = NULL;
     for (int i = 0; i < 3; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "%s.attention.self.%s.%s", prefix, parts[i], suffix);
+        char name[128];
+        snprintf(name, sizeof name, "%.40s.attention.self.%s.%s", prefix, parts[i], suffix);
         float *p = place(lw, name, C, cols, decay);
         if (i == 0) first = p;
     }
@@ -127,9 +127,9 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
     v->ln_e_b = place(&lw, "bert.embeddings.LayerNorm.bias", C, 0, 0);
     for (int l = 0; l < m->NL; l++) {
         layer_weights *L = &v->layers[l];
-        char pre[64], name[128];
+        char pre[40], name[128];
         snprintf(pre, sizeof pre, "bert.encoder.layer.%d", l);
-#define NAMED(fmt) (snprintf(name, sizeof name, "%s." fmt, pre), name)
+#define NAMED(fmt) (snprintf(name, sizeof name, "%.39s." fmt, pre), name)
         L->w_qkv = place_qkv(&lw, pre, "weight", C, C, 1);
         L->b_qkv = place_qkv(&lw, pre, "bias", C, 0, 0);
         L->w_ao = place(&lw, NAMED("attention.output.dense.weight"), C, C, 1);

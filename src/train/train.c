@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "scfm/data.h"
+#include "scfm/model.h"
 #include "scfm/train.h"
 
 typedef struct {
@@ -56,6 +57,32 @@ static scfm_status next_batch(cell_stream *cs, scfm_batch *b, int64_t max_tokens
     return SCFM_OK;
 }
 
+/* run_dir/step_NNNNNNN/{model.safetensors,config.cfg}; only the newest
+ * `keep` step directories stay. Resumable checkpoints (optimiser state, data
+ * position) are the distributed issue's work. */
+static scfm_status save_step(const scfm_config *cfg, const char *run_dir, const scfm_model *model,
+                             int64_t step, scfm_error *err) {
+    char name[32], dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX];
+    snprintf(name, sizeof name, "step_%07lld", (long long)step);
+    scfm_status st = scfm_path_join(dir, sizeof dir, run_dir, name, err);
+    if (st == SCFM_OK) st = scfm_make_dirs(dir, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, dir, "model.safetensors", err);
+    if (st == SCFM_OK) st = scfm_model_save(model, path, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, dir, "config.cfg", err);
+    if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
+    if (st != SCFM_OK) return st;
+    int64_t old = step - (int64_t)cfg->checkpoint.keep * cfg->checkpoint.every;
+    if (cfg->checkpoint.every > 0 && old > 0) {
+        snprintf(name, sizeof name, "step_%07lld", (long long)old);
+        static const char *files[] = {"model.safetensors", "config.cfg"};
+        if (scfm_path_join(dir, sizeof dir, run_dir, name, err) != SCFM_OK) return err->status;
+        for (int i = 0; i < 2; i++)
+            if (scfm_path_join(path, sizeof path, dir, files[i], err) == SCFM_OK) remove(path);
+        remove(dir);
+    }
+    return SCFM_OK;
+}
+
 static void write_metrics(FILE *f, const scfm_train_progress *p) {
     fprintf(f,
             "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
@@ -89,14 +116,13 @@ static void release(train_resources *r) {
 
 static scfm_status prepare_run_dir(const scfm_config *cfg, char *run_dir, size_t cap, FILE **metrics,
                                    scfm_error *err) {
-    snprintf(run_dir, cap, "%s/%s", cfg->checkpoint.dir, cfg->checkpoint.run);
-    scfm_status st = scfm_make_dirs(run_dir, err);
+    char path[SCFM_PATH_MAX];
+    scfm_status st = scfm_path_join(run_dir, cap, cfg->checkpoint.dir, cfg->checkpoint.run, err);
+    if (st == SCFM_OK) st = scfm_make_dirs(run_dir, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, run_dir, "config.cfg", err);
+    if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, run_dir, "metrics.jsonl", err);
     if (st != SCFM_OK) return st;
-    char path[SCFM_PATH_MAX + 300];
-    snprintf(path, sizeof path, "%s/config.cfg", run_dir);
-    st = scfm_config_write(cfg, path, err);
-    if (st != SCFM_OK) return st;
-    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
     *metrics = fopen(path, "a");
     if (!*metrics) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     return SCFM_OK;
@@ -132,7 +158,7 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
         st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for optimiser state of %zu parameters", n_params);
         goto out;
     }
-    char run_dir[SCFM_PATH_MAX + 300];
+    char run_dir[SCFM_PATH_MAX];
     scfm_config resolved = *cfg;
     resolved.model.vocab_size = mc.vocab_size;
     if ((st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err)) != SCFM_OK) goto out;
@@ -199,6 +225,9 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
         p.epoch = (int)cs.epoch;
         write_metrics(r.metrics, &p);
         if (on_step) on_step(&p, user);
+        int due = cfg->checkpoint.every > 0 && (step + 1) % cfg->checkpoint.every == 0;
+        if (due || step + 1 == tc->steps)
+            if ((st = save_step(&resolved, run_dir, r.model, step + 1, err)) != SCFM_OK) goto out;
     }
 out:
     release(&r);

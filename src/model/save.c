@@ -1,0 +1,44 @@
+/* Model weights to safetensors, under the Hugging Face BertForMaskedLM
+ * names, with the shape in the metadata so a reader needs no config. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "scfm/io.h"
+#include "scfm/model.h"
+
+scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *err) {
+    int n = scfm_model_num_tensors(m);
+    scfm_st_tensor *t = calloc((size_t)n, sizeof *t);
+    if (!t) return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
+    const float *params = scfm_model_params((scfm_model *)m);
+    for (int i = 0; i < n; i++) {
+        const scfm_tensor_info *ti = scfm_model_tensor(m, i);
+        t[i].name = ti->name;
+        t[i].dtype = SCFM_DTYPE_F32;
+        t[i].ndim = ti->ndim;
+        t[i].shape[0] = ti->shape[0];
+        t[i].shape[1] = ti->shape[1];
+        t[i].data = params + ti->offset;
+    }
+    const scfm_model_config *c = scfm_model_get_config(m);
+    char values[12][32];
+    snprintf(values[0], 32, "%d", c->vocab_size);
+    snprintf(values[1], 32, "%d", c->hidden);
+    snprintf(values[2], 32, "%d", c->layers);
+    snprintf(values[3], 32, "%d", c->heads);
+    snprintf(values[4], 32, "%d", c->ffn);
+    snprintf(values[5], 32, "%d", c->max_len);
+    snprintf(values[6], 32, "%s", c->activation == SCFM_ACT_GELU ? "gelu" : "relu");
+    snprintf(values[7], 32, "%s", c->norm == SCFM_NORM_PRE ? "pre" : "post");
+    snprintf(values[8], 32, "%s", c->position == SCFM_POS_LEARNED ? "learned" : "none");
+    snprintf(values[9], 32, "%.17g", c->layer_norm_eps);
+    const scfm_st_meta meta[] = {
+        {"format", "scfm-model"}, {"vocab_size", values[0]}, {"hidden", values[1]},
+        {"layers", values[2]},    {"heads", values[3]},      {"ffn", values[4]},
+        {"max_len", values[5]},   {"activation", values[6]}, {"norm", values[7]},
+        {"position", values[8]},  {"layer_norm_eps", values[9]},
+    };
+    scfm_status st = scfm_safetensors_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
+    free(t);
+    return st;
+}
