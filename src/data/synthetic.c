@@ -48,7 +48,7 @@ scfm_status scfm_synthetic_tokens(const char *dir, int64_t n_cells, int n_genes,
         int len = min_len + (int)(draw(seed, 2, (uint32_t)i, 0, 0) % (uint32_t)(max_len - min_len + 1));
         for (int g = 0; g < n_genes; g++) {
             uint32_t w0 = draw(seed, 3, (uint32_t)i, (uint32_t)g, 0), w1 = draw(seed, 3, (uint32_t)i, (uint32_t)g, 1);
-            cell[g].key = programme[(size_t)k * n_genes + g] + 0.05f * n_genes * scfm_normal(w0, w1);
+            cell[g].key = programme[(size_t)k * n_genes + g] + 0.02f * n_genes * scfm_normal(w0, w1);
             cell[g].gene = first_gene + g;
         }
         qsort(cell, (size_t)n_genes, sizeof *cell, by_key);
