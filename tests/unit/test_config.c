@@ -468,7 +468,7 @@ static void test_shipped_configs(void) {
     CU_ASSERT_EQUAL(cfg.model.dropout, 0.0);
     CU_ASSERT_EQUAL(cfg.train.steps, 300);
     CU_ASSERT_EQUAL(cfg.train.schedule, SCFM_SCHED_COSINE);
-    CU_ASSERT_EQUAL(cfg.train.lr, 2e-3);
+    CU_ASSERT_EQUAL(cfg.train.lr, 5e-3);
     CU_ASSERT_EQUAL(cfg.checkpoint.keep, 2);
     CU_ASSERT_STRING_EQUAL(cfg.checkpoint.run, "tiny");
 
