@@ -65,16 +65,8 @@ void scfm_attention_forward(float *out, float *probs, const float *qkv,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, d, scale, q, ld, k, ld, 0.0f,
                         p, L);
             for (int i = 0; i < L; i++) {
-                float *row = p + (size_t)i * L;
-                float mx = row[0];
-                for (int j = 1; j < L; j++) mx = row[j] > mx ? row[j] : mx;
-                float sum = 0.0f;
-                for (int j = 0; j < L; j++) {
-                    row[j] = scfm_expf(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j < L; j++) row[j] *= inv;
+                float mx, sum;
+                scfm_softmax_row(p + (size_t)i * L, L, &mx, &sum);
             }
             const float *pv = p;
             if (drop && drop->p > 0.0f) {

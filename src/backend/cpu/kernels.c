@@ -212,16 +212,8 @@ double scfm_crossentropy_forward(float *logits, const int32_t *labels, int N, in
 #pragma omp parallel for schedule(static) reduction(+ : total)
     for (int n = 0; n < N; n++) {
         float *z = logits + (size_t)n * V;
-        float mx = z[0];
-        for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-        float label_logit = z[labels[n]];
-        float sum = 0.0f;
-        for (int v = 0; v < V; v++) {
-            z[v] = scfm_expf(z[v] - mx);
-            sum += z[v];
-        }
-        float inv = 1.0f / sum;
-        for (int v = 0; v < V; v++) z[v] *= inv;
+        float label_logit = z[labels[n]], mx, sum;
+        scfm_softmax_row(z, V, &mx, &sum);
         total += (double)(logf(sum) + mx - label_logit);
     }
     return total;

@@ -27,6 +27,22 @@ static inline float scfm_expf(float x) {
     return p * scale;
 }
 
+/* Replaces row[0..n) by its softmax; returns max and sum of exp(row - max)
+ * through *max_out and *sum_out (for a log-sum-exp). */
+static inline void scfm_softmax_row(float *row, int n, float *max_out, float *sum_out) {
+    float mx = row[0];
+    for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        row[j] = scfm_expf(row[j] - mx);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) row[j] *= inv;
+    *max_out = mx;
+    *sum_out = sum;
+}
+
 /* SplitMix64 finaliser: the counter-based hash behind dropout masks. */
 static inline uint64_t scfm_mix64(uint64_t z) {
     z += 0x9E3779B97F4A7C15ull;
