@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+r"""PyTorch side of the training-throughput benchmark: the same work as
+bench_train (bench/bench_train.c), with transformers.BertForMaskedLM.
+
+    pytorch_train.py CONFIG --bench-train BUILD/bench/bench_train \
+        --cells-per-batch B --cell-len L --vocab V --steps S --warmup W \
+        [--set section.key=value]... [--attn default|eager|sdpa] \
+        [--head masked|full] [--threads N]
+
+The model and optimiser settings are not parsed here: bench_train
+--print-config resolves CONFIG (defaults, file, --set overrides, vocab,
+max_len) with scfm's own loader and prints them as JSON, so both sides run
+the very same configuration. A ready JSON can be given with --model-json.
+
+Work per step, as in bench_train: zero grad, forward in training mode (the
+configured dropout on), masked-LM loss (mean over masked positions), backward,
+clip_grad_norm_, AdamW (torch.optim.AdamW with the configured lr, betas, eps,
+weight decay; decay only on matrices, as scfm). The batch is B cells of L
+random gene ids 2..V-1 (no padding); 15% of positions are selected and
+corrupted 80/10/10 (<mask>=1 / random gene / unchanged).
+
+--head masked (the default) runs the MLM head (transform + tied decoder) only
+at the masked positions, which is what scfm does; --head full runs the stock
+BertForMaskedLM forward with labels (logits at every position, about
+(T/N) = 6.7x more head work). Prints one line of JSON.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--bench-train", help="path of the bench_train executable (for --print-config)")
+    p.add_argument("--model-json", help="resolved settings, as printed by bench_train --print-config")
+    p.add_argument("--cells-per-batch", type=int, default=2)
+    p.add_argument("--cell-len", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=25426)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--attn", choices=["default", "eager", "sdpa"], default="default",
+                   help="attention implementation (default: transformers' default)")
+    p.add_argument("--head", choices=["masked", "full"], default="masked")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads; default OMP_NUM_THREADS or 2")
+    p.add_argument("--data-seed", type=int, default=12345)
+    p.add_argument("--no-mm-reference", dest="mm_reference", action="store_false",
+                   help="skip the torch.mm GFLOP/s reference")
+    return p.parse_args(argv)
+
+
+def resolve_settings(a):
+    if a.model_json:
+        return json.loads(a.model_json)
+    if not a.bench_train:
+        sys.exit("pytorch_train.py: give --bench-train PATH or --model-json JSON")
+    cmd = [a.bench_train, a.config, "--vocab", str(a.vocab), "--cell-len", str(a.cell_len), "--print-config"]
+    for s in a.set:
+        cmd += ["--set", s]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def model_flops(s, cells, cell_len, n_targets, head_rows):
+    """scfm_model_flops (src/model/model.c) with backward: 3 x forward, where
+    forward counts the matrix products and attention; head_rows is the number
+    of rows the MLM head runs on (the targets, or every token)."""
+    C, F, V, NL = s["hidden"], s["ffn"], s["vocab_size"], s["layers"]
+    T = cells * cell_len
+    per_token = 2.0 * (4.0 * C * C + 2.0 * C * F) * NL
+    attention = 4.0 * cell_len * cell_len * C * NL * cells
+    head = 2.0 * (C * C + C * V) * head_rows
+    return 3.0 * (per_token * T + attention + head)
+
+
+def main(argv):
+    a = parse_args(argv)
+    s = resolve_settings(a)
+    threads = a.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.set_num_threads(threads)
+    if s["norm"] != "post":
+        sys.exit("pytorch_train.py: BertForMaskedLM is post-norm only; model.norm is %s" % s["norm"])
+    if s["position"] != "learned":
+        sys.exit("pytorch_train.py: BertForMaskedLM always has learned positions; model.position is %s"
+                 % s["position"])
+
+    torch.manual_seed(s["seed"])
+    kwargs = dict(
+        vocab_size=s["vocab_size"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"], intermediate_size=s["ffn"], hidden_act=s["activation"],
+        hidden_dropout_prob=s["dropout"], attention_probs_dropout_prob=s["attention_dropout"],
+        max_position_embeddings=max(s["max_len"], a.cell_len), type_vocab_size=1,
+        layer_norm_eps=s["layer_norm_eps"], initializer_range=s["init_std"], pad_token_id=0)
+    if a.attn != "default":
+        kwargs["attn_implementation"] = a.attn
+    cfg = BertConfig(**kwargs)
+    model = BertForMaskedLM(cfg)
+    model.train()
+    attn_impl = getattr(model.config, "_attn_implementation", None) or "unknown"
+
+    # The batch: B cells of L random genes, 15% selected, 80/10/10.
+    rng = np.random.default_rng(a.data_seed)
+    B, L, V = a.cells_per_batch, a.cell_len, s["vocab_size"]
+    ids = rng.integers(2, V, size=(B, L), dtype=np.int64)
+    labels = np.full((B, L), -100, dtype=np.int64)
+    selected = rng.random((B, L)) < s["mask_prob"]
+    labels[selected] = ids[selected]
+    action = rng.random((B, L))
+    to_mask = selected & (action < s["mask_token_prob"])
+    to_random = selected & ~to_mask & (action < s["mask_token_prob"] + s["random_token_prob"])
+    ids[to_mask] = 1
+    ids[to_random] = rng.integers(2, V, size=int(to_random.sum()))
+    input_ids = torch.from_numpy(ids)
+    labels_t = torch.from_numpy(labels)
+    flat_labels = labels_t.view(-1)
+    target_pos = (flat_labels != -100).nonzero(as_tuple=True)[0]
+    target_lab = flat_labels[target_pos]
+    n_targets = int(target_pos.numel())
+
+    decay, no_decay = [], []
+    for p in model.parameters():  # deduplicated: the decoder weight is the word embedding
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["adam_eps"])
+    clip = s["clip_norm"] if s["clip_norm"] > 0 else float("inf")
+    C = s["hidden"]
+
+    def forward():
+        if a.head == "full":
+            return model(input_ids=input_ids, labels=labels_t).loss
+        hidden = model.bert(input_ids=input_ids).last_hidden_state.reshape(-1, C)
+        logits = model.cls(hidden.index_select(0, target_pos))
+        return F.cross_entropy(logits, target_lab)
+
+    total = a.warmup + a.steps
+    step_s, fwd_s, bwd_s, opt_s, losses = [], [], [], [], []
+    for i in range(total):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = forward()
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        t3 = time.perf_counter()
+        step_s.append(t3 - t0)
+        fwd_s.append(t1 - t0)
+        bwd_s.append(t2 - t1)
+        opt_s.append(t3 - t2)
+        losses.append(float(loss.detach()))
+        print("pytorch_train: step %d/%d%s: %.4f s, loss %.4f"
+              % (i + 1, total, " (warm-up)" if i < a.warmup else "", step_s[-1], losses[-1]),
+              file=sys.stderr, flush=True)
+
+    # PyTorch's own matrix-product rate in the same process (its BLAS, not
+    # OpenBLAS): C[M,N] = A[M,K] B[N,K]^T, median of 5 after one untimed call.
+    def mm_gflops(m, n, k):
+        x, w = torch.randn(m, k), torch.randn(n, k)
+        torch.mm(x, w.t())
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            torch.mm(x, w.t())
+            ts.append(time.perf_counter() - t)
+        return 2.0 * m * n * k / statistics.median(ts) / 1e9
+
+    with torch.no_grad():
+        mm_square = mm_gflops(2048, 2048, 2048) if a.mm_reference else None
+        mm_linear = mm_gflops(B * L, s["hidden"], s["hidden"]) if a.mm_reference else None
+
+    timed = step_s[a.warmup:]
+    med = statistics.median(timed)
+    T = B * L
+    flops = model_flops(s, B, L, n_targets, n_targets if a.head == "masked" else T)
+    result = {
+        "impl": "pytorch", "config": a.config, "cells_per_batch": B, "cell_len": L, "vocab": V,
+        "tokens_per_step": T, "targets_per_step": n_targets,
+        "params": sum(p.numel() for p in model.parameters()), "threads": threads,
+        "torch_version": torch.__version__, "transformers_version": transformers.__version__,
+        "attn_implementation": attn_impl, "head": a.head,
+        "warmup": a.warmup, "steps": a.steps,
+        "tokens_per_s": T / med, "step_s": med, "step_s_min": min(timed),
+        "forward_s": statistics.median(fwd_s[a.warmup:]),
+        "backward_s": statistics.median(bwd_s[a.warmup:]),
+        "optimizer_s": statistics.median(opt_s[a.warmup:]),
+        "step_s_all": timed, "flops_per_step": flops, "model_gflops": flops / med / 1e9,
+        "torch_mm_gflops": mm_square, "torch_mm_linear_gflops": mm_linear,
+        "loss_first": losses[0], "loss_last": losses[-1],
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
