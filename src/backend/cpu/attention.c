@@ -30,17 +30,10 @@ static void probs_offsets(size_t *offsets, const int32_t *cell_offsets, int n_ce
     }
 }
 
-/* Row i of the dropped-out probabilities of (cell c, head h): the mask of a
- * row depends only on (seed, epoch, site, cell, head, query position). */
-static void dropout_probs(float *dst, const float *src, int L, int c, int h,
-                          const scfm_attention_dropout *drop) {
-    for (int i = 0; i < L; i++) {
-        float *row = dst + (size_t)i * L;
-        memcpy(row, src + (size_t)i * L, sizeof(float) * L);
-        uint64_t key = scfm_dropout_key(drop->seed, drop->epoch, drop->site, drop->cell_ids[c],
-                                        h * 65536 + i);
-        scfm_dropout_row(row, L, drop->p, key);
-    }
+/* The dropout mask of row i of (cell c, head h) depends only on (seed,
+ * epoch, site, cell, head, query position). */
+static uint64_t probs_row_key(const scfm_attention_dropout *drop, int c, int h, int i) {
+    return scfm_dropout_key(drop->seed, drop->epoch, drop->site, drop->cell_ids[c], h * 65536 + i);
 }
 
 void scfm_attention_forward(float *out, float *probs, const float *qkv,
@@ -64,15 +57,13 @@ void scfm_attention_forward(float *out, float *probs, const float *qkv,
             /* p[L,L] = q k^T / sqrt(d), then a row softmax. */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, d, scale, q, ld, k, ld, 0.0f,
                         p, L);
+            const int dropping = drop && drop->p > 0.0f;
             for (int i = 0; i < L; i++) {
-                float mx, sum;
-                scfm_softmax_row(p + (size_t)i * L, L, &mx, &sum);
+                float mx, sum, *row = p + (size_t)i * L;
+                scfm_softmax_row(row, L, &mx, &sum);
+                if (dropping) scfm_dropout_apply(tmp + (size_t)i * L, row, NULL, L, drop->p, probs_row_key(drop, c, h, i));
             }
-            const float *pv = p;
-            if (drop && drop->p > 0.0f) {
-                dropout_probs(tmp, p, L, c, h, drop);
-                pv = tmp;
-            }
+            const float *pv = dropping ? tmp : p;
             /* out[L,d] = p v */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, d, L, 1.0f, pv, L, v, ld, 0.0f,
                         out + (size_t)start * C + h * d, C);
@@ -104,29 +95,24 @@ void scfm_attention_backward(float *dqkv, const float *dout, const float *qkv,
             float *dk = dq + C, *dv = dq + 2 * C;
             const float *dO = dout + (size_t)start * C + h * d;
             const float *p = probs + offsets[c] + (size_t)h * L * L;
-            const float *pv = p;
-            if (dropping) {
-                dropout_probs(pd, p, L, c, h, drop);
-                pv = pd;
-            }
-            /* dv[L,d] = pv^T dO ; dp[L,L] = dO v^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, d, L, 1.0f, pv, L, dO, C, 0.0f,
-                        dv, ld);
+            /* dp[L,L] = dO v^T, the gradient of the dropped-out probabilities */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, d, 1.0f, dO, C, v, ld, 0.0f,
                         dp, L);
-            /* Through dropout, then softmax: ds = p * (dp - rowsum(dp * p)). */
+            /* Each row's mask is drawn once: it rebuilds the dropped-out row for
+             * dv and takes dp back through dropout; then the softmax backward
+             * ds = p * (dp - rowsum(dp * p)). */
             for (int i = 0; i < L; i++) {
                 float *row = dp + (size_t)i * L;
                 const float *prow = p + (size_t)i * L;
-                if (dropping) {
-                    uint64_t key = scfm_dropout_key(drop->seed, drop->epoch, drop->site,
-                                                    drop->cell_ids[c], h * 65536 + i);
-                    scfm_dropout_row(row, L, drop->p, key);
-                }
+                if (dropping)
+                    scfm_dropout_apply(pd + (size_t)i * L, prow, row, L, drop->p, probs_row_key(drop, c, h, i));
                 float dot = 0.0f;
                 for (int j = 0; j < L; j++) dot += row[j] * prow[j];
                 for (int j = 0; j < L; j++) row[j] = prow[j] * (row[j] - dot);
             }
+            /* dv[L,d] = pv^T dO */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, d, L, 1.0f, dropping ? pd : p, L,
+                        dO, C, 0.0f, dv, ld);
             /* dq[L,d] = ds k * scale ; dk[L,d] = ds^T q * scale */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, d, L, scale, dp, L, k, ld, 0.0f,
                         dq, ld);

@@ -16,6 +16,9 @@ uint64_t scfm_dropout_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t 
 /* x[i] *= keep(i) / (1 - p) for i < n; the same key gives the same mask, so
  * applying it to the gradient is the backward pass. */
 void scfm_dropout_row(float *x, int n, float p, uint64_t row_key);
+/* dst = src * mask and, when grad != NULL, grad *= mask, from one draw of the
+ * mask (dst may equal src). */
+void scfm_dropout_apply(float *dst, const float *src, float *grad, int n, float p, uint64_t row_key);
 
 /* out[T,C] = wte[tokens[t]] + wpe[positions[t]] (wpe may be NULL). */
 void scfm_embedding_forward(float *out, const int32_t *tokens, const int32_t *positions,

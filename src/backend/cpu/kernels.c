@@ -18,17 +18,36 @@ uint64_t scfm_dropout_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t 
     return scfm_mix64(k + (uint32_t)position);
 }
 
-void scfm_dropout_row(float *x, int n, float p, uint64_t row_key) {
-    /* 16 bits per element: the keep probability is exact to 1/65536. */
-    const uint32_t threshold = (uint32_t)lrint((double)p * 65536.0);
+/* One 32-bit hash per element (MurmurHash3's finaliser over a Weyl sequence
+ * seeded by the row key): it vectorises, unlike a 64-bit mixer, and keeps p
+ * exact to 2^-32. */
+static inline uint32_t mask_hash(uint32_t base, int j) {
+    uint32_t h = base + (uint32_t)j * 0x9E3779B9u;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    return h ^ (h >> 16);
+}
+
+void scfm_dropout_apply(float *dst, const float *src, float *grad, int n, float p, uint64_t row_key) {
+    const double scaled = (double)p * 4294967296.0;
+    const uint32_t threshold = scaled >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)scaled;
+    const uint32_t base = (uint32_t)(row_key ^ (row_key >> 32));
     const float scale = 1.0f / (1.0f - p);
-    for (int i = 0; i < n; i += 4) {
-        uint64_t bits = scfm_mix64(row_key + (uint64_t)(i >> 2) * 0x9E3779B97F4A7C15ull);
-        for (int j = 0; j < 4 && i + j < n; j++) {
-            uint32_t r = (uint32_t)(bits >> (16 * j)) & 0xFFFFu;
-            x[i + j] = r < threshold ? 0.0f : x[i + j] * scale;
+    if (grad) {
+        for (int j = 0; j < n; j++) {
+            float keep = mask_hash(base, j) < threshold ? 0.0f : scale;
+            dst[j] = src[j] * keep;
+            grad[j] *= keep;
         }
+    } else {
+        for (int j = 0; j < n; j++) dst[j] = src[j] * (mask_hash(base, j) < threshold ? 0.0f : scale);
     }
+}
+
+void scfm_dropout_row(float *x, int n, float p, uint64_t row_key) {
+    scfm_dropout_apply(x, x, NULL, n, p, row_key);
 }
 
 /* ---- embedding -------------------------------------------------------- */
