@@ -99,6 +99,89 @@ int scfm_safetensors_meta_count(const scfm_safetensors *f);
 const scfm_st_meta *scfm_safetensors_meta_at(const scfm_safetensors *f, int i);
 const char *scfm_safetensors_meta(const scfm_safetensors *f, const char *key);
 
+
+/* ---- count matrices: AnnData .h5ad, 10x Genomics .h5, Matrix Market ----
+ * A cells x genes matrix read in chunks of consecutive cells, never whole.
+ * (src/io/matrix.c dispatches; src/io/h5ad.c, src/io/tenx.c, src/io/mtx.c.) */
+
+typedef enum {
+    SCFM_MATRIX_AUTO = 0, /* by content: h5ad (has /X and obs/var), 10x h5 (/matrix or v2 genome groups), mtx (directory or .mtx[.gz]) */
+    SCFM_MATRIX_H5AD,
+    SCFM_MATRIX_10X_H5,
+    SCFM_MATRIX_MTX
+} scfm_matrix_format;
+
+typedef struct {
+    scfm_matrix_format format;
+    int use_raw;         /* h5ad: read raw/X (and raw/var) instead of X */
+    int require_counts;  /* values must be finite, non-negative integers (SCFM_ERR_FORMAT otherwise) */
+} scfm_matrix_options;
+
+/* Cells [first, first + n_cells) in CSR form; genes are column indices in the
+ * file's gene order, sorted within a cell; explicit zeros are dropped. */
+typedef struct {
+    int64_t first, n_cells;
+    int64_t *indptr;     /* [n_cells + 1], indptr[0] == 0 */
+    int32_t *genes;      /* [nnz] */
+    float *values;       /* [nnz] */
+    int64_t cap_cells, cap_nnz;
+} scfm_cells_chunk;
+
+void scfm_cells_chunk_free(scfm_cells_chunk *c);
+
+typedef struct scfm_matrix scfm_matrix;
+
+scfm_status scfm_matrix_open(const char *path, const scfm_matrix_options *opt, scfm_matrix **out,
+                             scfm_error *err);
+void scfm_matrix_close(scfm_matrix *m);
+const char *scfm_matrix_path(const scfm_matrix *m);
+scfm_matrix_format scfm_matrix_get_format(const scfm_matrix *m);
+int64_t scfm_matrix_num_cells(const scfm_matrix *m);
+int64_t scfm_matrix_num_genes(const scfm_matrix *m);
+/* Gene identifiers: the Ensembl-style id (h5ad: var column gene_ids if present,
+ * else the var index; 10x: features/id or genes; mtx: features.tsv column 1)
+ * and the symbol (h5ad: var column feature_name if present, else the var
+ * index; 10x: features/name or gene_names; mtx: column 2, else column 1). */
+const char *scfm_matrix_gene_id(const scfm_matrix *m, int64_t gene);
+const char *scfm_matrix_gene_symbol(const scfm_matrix *m, int64_t gene);
+/* Cell barcodes / obs names; NULL when the file has none. */
+const char *scfm_matrix_cell_name(const scfm_matrix *m, int64_t cell);
+/* Reads cells [first, first + n) into chunk (storage reused and grown). */
+scfm_status scfm_matrix_read(scfm_matrix *m, int64_t first, int64_t n, scfm_cells_chunk *chunk,
+                             scfm_error *err);
+
+/* Categorical obs columns (h5ad current and legacy encodings). */
+int scfm_matrix_num_obs_columns(const scfm_matrix *m);
+const char *scfm_matrix_obs_column(const scfm_matrix *m, int i);
+/* Categories of a categorical column; SCFM_ERR_ARG when the column is absent
+ * or not categorical. The strings stay valid until close. */
+scfm_status scfm_matrix_obs_categories(scfm_matrix *m, const char *column, int *n_categories,
+                                       const char *const **categories, scfm_error *err);
+/* Codes of cells [first, first + n) (-1 = missing). */
+scfm_status scfm_matrix_obs_codes(scfm_matrix *m, const char *column, int64_t first, int64_t n,
+                                  int32_t *codes, scfm_error *err);
+
+/* ---- writing AnnData .h5ad (src/io/h5ad_write.c) ----
+ * Streams X as CSR in chunks of cells; obs categoricals, var index, obsm
+ * arrays. Written to PATH.tmp and renamed by finish; abort removes it. */
+typedef struct scfm_h5ad_writer scfm_h5ad_writer;
+
+scfm_status scfm_h5ad_create(const char *path, int64_t n_cells, int64_t n_genes,
+                             const char *const *gene_ids, scfm_h5ad_writer **out, scfm_error *err);
+/* Appends the next cells' counts (CSR chunk; values written as float32). */
+scfm_status scfm_h5ad_append_x(scfm_h5ad_writer *w, const scfm_cells_chunk *chunk, scfm_error *err);
+/* A categorical obs column for all cells. */
+scfm_status scfm_h5ad_write_obs_categorical(scfm_h5ad_writer *w, const char *column,
+                                            const char *const *categories, int n_categories,
+                                            const int32_t *codes, scfm_error *err);
+/* obsm[name] = float32 [n_cells, dim], written in chunks of rows. */
+scfm_status scfm_h5ad_append_obsm(scfm_h5ad_writer *w, const char *name, int dim, const float *rows,
+                                  int64_t n_rows, scfm_error *err);
+/* Cell names (obs index); when never called, "0", "1", ... */
+scfm_status scfm_h5ad_write_obs_names(scfm_h5ad_writer *w, const char *const *names, scfm_error *err);
+scfm_status scfm_h5ad_finish(scfm_h5ad_writer *w, scfm_error *err);
+void scfm_h5ad_abort(scfm_h5ad_writer *w);
+
 #ifdef __cplusplus
 }
 #endif

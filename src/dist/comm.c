@@ -1,0 +1,117 @@
+/* scfm_comm over MPI. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/comm_mpi.h"
+
+struct scfm_comm {
+    MPI_Comm comm;
+    int rank, size;
+    int owns_mpi;
+};
+
+static scfm_status mpi_check(int rc, const char *what, scfm_error *err) {
+    if (rc == MPI_SUCCESS) return SCFM_OK;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    return scfm_fail(err, SCFM_ERR_IO, "MPI %s failed: %s", what, text);
+}
+
+scfm_status scfm_comm_init(int *argc, char ***argv, scfm_comm **out, scfm_error *err) {
+    *out = NULL;
+    int initialised = 0, provided = 0;
+    MPI_Initialized(&initialised);
+    scfm_comm *c = calloc(1, sizeof *c);
+    if (!c) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if (!initialised) {
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+            free(c);
+            return scfm_fail(err, SCFM_ERR_IO, "MPI_Init_thread failed");
+        }
+        c->owns_mpi = 1;
+    }
+    /* Errors come back as codes, so they are reported like any other. */
+    MPI_Comm_dup(MPI_COMM_WORLD, &c->comm);
+    MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(c->comm, &c->rank);
+    MPI_Comm_size(c->comm, &c->size);
+    *out = c;
+    return SCFM_OK;
+}
+
+void scfm_comm_finalize(scfm_comm *c) {
+    if (!c) return;
+    MPI_Comm_free(&c->comm);
+    if (c->owns_mpi) MPI_Finalize();
+    free(c);
+}
+
+MPI_Comm scfm_comm_mpi(const scfm_comm *c) { return c->comm; }
+int scfm_comm_rank(const scfm_comm *c) { return c->rank; }
+int scfm_comm_size(const scfm_comm *c) { return c->size; }
+
+scfm_status scfm_comm_barrier(scfm_comm *c, scfm_error *err) {
+    return mpi_check(MPI_Barrier(c->comm), "barrier", err);
+}
+
+static scfm_status allreduce(scfm_comm *c, void *values, size_t n, MPI_Datatype type, MPI_Op op,
+                             scfm_error *err) {
+    /* MPI counts are int: large buffers go in slices. */
+    const size_t slice = 1u << 30;
+    int size = 0;
+    MPI_Type_size(type, &size);
+    for (size_t done = 0; done < n; done += slice) {
+        size_t count = n - done < slice ? n - done : slice;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)values + done * (size_t)size, (int)count, type, op, c->comm);
+        if (rc != MPI_SUCCESS) return mpi_check(rc, "allreduce", err);
+    }
+    return SCFM_OK;
+}
+
+scfm_status scfm_comm_sum_i64(scfm_comm *c, int64_t *values, size_t n, scfm_error *err) {
+    return allreduce(c, values, n, MPI_INT64_T, MPI_SUM, err);
+}
+scfm_status scfm_comm_sum_f64(scfm_comm *c, double *values, size_t n, scfm_error *err) {
+    return allreduce(c, values, n, MPI_DOUBLE, MPI_SUM, err);
+}
+scfm_status scfm_comm_sum_f32(scfm_comm *c, float *values, size_t n, scfm_error *err) {
+    return allreduce(c, values, n, MPI_FLOAT, MPI_SUM, err);
+}
+scfm_status scfm_comm_max_i64(scfm_comm *c, int64_t *values, size_t n, scfm_error *err) {
+    return allreduce(c, values, n, MPI_INT64_T, MPI_MAX, err);
+}
+
+scfm_status scfm_comm_exscan_i64(scfm_comm *c, int64_t value, int64_t *prefix, scfm_error *err) {
+    *prefix = 0;
+    int rc = MPI_Exscan(&value, prefix, 1, MPI_INT64_T, MPI_SUM, c->comm);
+    if (c->rank == 0) *prefix = 0; /* MPI leaves rank 0's result undefined */
+    return mpi_check(rc, "exscan", err);
+}
+
+scfm_status scfm_comm_bcast(scfm_comm *c, void *data, size_t bytes, int root, scfm_error *err) {
+    if (bytes > (size_t)1 << 30) return scfm_fail(err, SCFM_ERR_ARG, "broadcast of %zu bytes is too large", bytes);
+    return mpi_check(MPI_Bcast(data, (int)bytes, MPI_BYTE, root, c->comm), "broadcast", err);
+}
+
+scfm_status scfm_comm_allgather(scfm_comm *c, const void *data, size_t bytes, void *out, scfm_error *err) {
+    if (bytes > (size_t)1 << 30) return scfm_fail(err, SCFM_ERR_ARG, "allgather of %zu bytes is too large", bytes);
+    return mpi_check(MPI_Allgather(data, (int)bytes, MPI_BYTE, out, (int)bytes, MPI_BYTE, c->comm), "allgather", err);
+}
+
+scfm_status scfm_comm_agree(scfm_comm *c, scfm_status local, scfm_error *err) {
+    /* The lowest failing rank reports: the maximum of (size - rank) picks it. */
+    int64_t key = local != SCFM_OK ? (int64_t)(c->size - c->rank) : 0;
+    if (MPI_Allreduce(MPI_IN_PLACE, &key, 1, MPI_INT64_T, MPI_MAX, c->comm) != MPI_SUCCESS)
+        return scfm_fail(err, SCFM_ERR_IO, "MPI allreduce failed while agreeing on a status");
+    if (key == 0) return SCFM_OK;
+    int reporter = c->size - (int)key;
+    char message[sizeof err->message] = {0};
+    int32_t status = (int32_t)local;
+    if (c->rank == reporter) snprintf(message, sizeof message, "%s", err->message);
+    MPI_Bcast(message, (int)sizeof message, MPI_CHAR, reporter, c->comm);
+    MPI_Bcast(&status, 1, MPI_INT32_T, reporter, c->comm);
+    if (local != SCFM_OK) return local;
+    return scfm_fail(err, (scfm_status)status, "rank %d failed: %s", reporter, message);
+}
