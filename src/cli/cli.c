@@ -1,0 +1,30 @@
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int scfm_cli_wants_help(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+int scfm_cli_usage_error(const char *help, const char *fmt, const char *arg) {
+    fprintf(stderr, "scfm: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n\n%s", help);
+    return SCFM_EXIT_USAGE;
+}
+
+int scfm_cli_fail(const scfm_error *err) {
+    fprintf(stderr, "scfm: %s\n", err->message);
+    return err->status == SCFM_ERR_CONFIG || err->status == SCFM_ERR_ARG ? SCFM_EXIT_USAGE : SCFM_EXIT_RUNTIME;
+}
+
+void scfm_cli_format_duration(double seconds, char *out, size_t cap) {
+    long t = seconds > 0 ? (long)(seconds + 0.5) : 0;
+    if (t >= 3600)
+        snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(out, cap, "%ld:%02ld", t / 60, t % 60);
+}
