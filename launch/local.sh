@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs `scfm train` on this machine with every core as OpenMP threads, bound
-# to cores, and OpenBLAS's core type set where the machine needs it.
+# to cores. OPENBLAS_CORETYPE, where a machine needs it, passes through.
 #   launch/local.sh CONFIG [--set section.key=value]...
 # SCFM (default: build/scfm) and THREADS (default: all cores) override.
 set -euo pipefail
@@ -10,5 +10,4 @@ scfm=${SCFM:-$here/build/scfm}
 [[ -x $scfm ]] || { echo "launch/local.sh: $scfm not found; build first (cmake -S . -B build && cmake --build build)" >&2; exit 1; }
 export OMP_NUM_THREADS=${THREADS:-$(nproc)}
 export OMP_PROC_BIND=${OMP_PROC_BIND:-close} OMP_PLACES=${OMP_PLACES:-cores}
-export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 exec "$scfm" train "$@"
