@@ -107,6 +107,36 @@ static void test_gradients_pre_gelu(void) { check_model_gradients(SCFM_NORM_PRE,
 static void test_gradients_post_dropout(void) { check_model_gradients(SCFM_NORM_POST, SCFM_ACT_GELU, 0.2); }
 static void test_gradients_pre_dropout(void) { check_model_gradients(SCFM_NORM_PRE, SCFM_ACT_GELU, 0.2); }
 
+static void test_without_positions(void) {
+    /* position = "none": no position tensor, and a cell's hidden states do not
+     * depend on the order of its tokens beyond what attention sees */
+    scfm_model_config cfg = tiny_config(SCFM_NORM_POST, SCFM_ACT_GELU, 0.0);
+    cfg.position = SCFM_POS_NONE;
+    scfm_model *m = NULL;
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_model_create(&cfg, &m, &err), SCFM_OK);
+    CU_ASSERT_PTR_NULL(scfm_model_find_tensor(m, "bert.embeddings.position_embeddings.weight"));
+    scfm_model_init_weights(m, 5);
+    int32_t forward_order[4] = {5, 9, 2, 7}, reversed[4] = {7, 2, 9, 5};
+    scfm_batch a, b;
+    scfm_batch_init(&a);
+    scfm_batch_init(&b);
+    scfm_batch_add_cell(&a, 0, forward_order, 4, &err);
+    scfm_batch_add_cell(&b, 0, reversed, 4, &err);
+    double loss;
+    CU_ASSERT_EQUAL(scfm_model_forward(m, &a, 0, 0, 0, &loss, &err), SCFM_OK);
+    float first[16];
+    memcpy(first, scfm_model_hidden(m), sizeof first); /* token 5's hidden state */
+    CU_ASSERT_EQUAL(scfm_model_forward(m, &b, 0, 0, 0, &loss, &err), SCFM_OK);
+    const float *h = scfm_model_hidden(m) + 3 * 16;   /* token 5 is last in b */
+    double worst = 0.0;
+    for (int i = 0; i < 16; i++) worst = fmax(worst, fabs(h[i] - first[i]));
+    CU_ASSERT(worst < 1e-5);
+    scfm_batch_free(&a);
+    scfm_batch_free(&b);
+    scfm_model_free(m);
+}
+
 /* Packed cells give the hidden states and per-target losses of each cell
  * run alone, dropout included (its masks are keyed by cell, not batch). */
 static void check_packing(double dropout) {
@@ -302,6 +332,7 @@ static CU_TestInfo tests[] = {
     {"model gradients = finite differences (pre-LN, GELU)", test_gradients_pre_gelu},
     {"model gradients = finite differences (post-LN, dropout)", test_gradients_post_dropout},
     {"model gradients = finite differences (pre-LN, dropout)", test_gradients_pre_dropout},
+    {"position = none: permutation-equivariant encoder", test_without_positions},
     {"packed cells = each cell alone", test_packing},
     {"packed cells = each cell alone, with dropout", test_packing_dropout},
     {"masking follows 15% and 80/10/10, keyed by cell", test_mask_rule},
