@@ -58,11 +58,19 @@ enum {
     SCFM_STREAM_INIT = 4
 };
 
+/* CRC-32 (IEEE, as zlib's crc32): start with crc = 0, feed pieces in order. */
+uint32_t scfm_crc32(uint32_t crc, const void *data, size_t n);
+
 /* out = dir + "/" + name; SCFM_ERR_ARG when it does not fit in cap. */
 scfm_status scfm_path_join(char *out, size_t cap, const char *dir, const char *name, scfm_error *err);
 
 /* mkdir -p: creates path and its missing parents. */
 scfm_status scfm_make_dirs(const char *path, scfm_error *err);
+
+/* fsync of a file or a directory (so a rename inside it is durable). */
+scfm_status scfm_fsync_path(const char *path, scfm_error *err);
+/* Removes a directory and the plain files in it (one level, no recursion). */
+scfm_status scfm_remove_dir(const char *path, scfm_error *err);
 
 /* Monotonic wall clock in seconds. */
 double scfm_now(void);

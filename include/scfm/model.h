@@ -64,6 +64,10 @@ void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale);
 /* Writes every parameter under its Hugging Face name, fp32, to a safetensors
  * file (atomically), with the model shape in the metadata. */
 scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *err);
+/* Reads every parameter of m from a file written by scfm_model_save (or any
+ * file with the same names, dtypes and shapes); SCFM_ERR_FORMAT naming the
+ * tensor when one is missing or shaped differently. */
+scfm_status scfm_model_load(scfm_model *m, const char *path, scfm_error *err);
 
 /* Final hidden states of the last forward, [n_tokens, hidden]. */
 const float *scfm_model_hidden(const scfm_model *m);

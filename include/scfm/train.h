@@ -27,6 +27,37 @@ double scfm_grad_norm(const float *grads, size_t n);
 void scfm_adamw_step(scfm_model *model, float *m, float *v, int64_t t, double lr,
                      const scfm_train_config *cfg);
 
+/* ---- checkpoints -----------------------------------------------------
+ * run_dir/step_NNNNNNN/ holds model.safetensors (weights), optimizer.safetensors
+ * (AdamW moments; the state below in its metadata), config.cfg and MANIFEST
+ * (size and CRC-32 of each file). It is written as step_NNNNNNN.tmp, each file
+ * and the directory fsynced, renamed into place, and only then run_dir/latest
+ * names it; the newest checkpoint.keep are kept. Every random draw in scfm is
+ * a function of (seed, epoch, cell, position), so this state is all a resumed
+ * run needs to continue bit for bit. */
+typedef struct {
+    int64_t step;            /* optimiser steps done */
+    uint32_t loader_epoch;   /* where the data stream resumes */
+    int64_t loader_offset;
+    int world_size;          /* ranks that wrote it */
+    int64_t tokens_seen;
+} scfm_checkpoint_state;
+
+scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
+                                  const float *adam_m, const float *adam_v,
+                                  const scfm_checkpoint_state *state, scfm_error *err);
+/* Checks MANIFEST against every file of a step directory. */
+scfm_status scfm_checkpoint_verify(const char *step_dir, scfm_error *err);
+/* The checkpoint to resume from: the one `latest` names when it verifies,
+ * else the newest step directory that does (err is cleared then, and
+ * *skipped names the bad one for a warning). SCFM_ERR_IO when there is none. */
+scfm_status scfm_checkpoint_find(const char *run_dir, char *step_dir, size_t cap, char *skipped,
+                                 size_t skipped_cap, scfm_error *err);
+/* Loads weights, moments and state of a verified checkpoint into a model of
+ * the same shape. */
+scfm_status scfm_checkpoint_read(const char *step_dir, scfm_model *model, float *adam_m, float *adam_v,
+                                 scfm_checkpoint_state *state, scfm_error *err);
+
 /* What the loop reports after every step. */
 typedef struct {
     int64_t step, steps;

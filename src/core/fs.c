@@ -1,7 +1,10 @@
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "scfm/core.h"
 
@@ -28,4 +31,32 @@ scfm_status scfm_path_join(char *out, size_t cap, const char *dir, const char *n
     int n = snprintf(out, cap, "%s/%s", dir, name);
     if (n < 0 || (size_t)n >= cap) return scfm_fail(err, SCFM_ERR_ARG, "path too long: %s/%s", dir, name);
     return SCFM_OK;
+}
+
+scfm_status scfm_fsync_path(const char *path, scfm_error *err) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open to sync: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    if (rc != 0) return scfm_fail(err, SCFM_ERR_IO, "%s: fsync failed: %s", path, strerror(saved));
+    return SCFM_OK;
+}
+
+scfm_status scfm_remove_dir(const char *path, scfm_error *err) {
+    DIR *d = opendir(path);
+    if (!d) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct dirent *e;
+    char file[4096];
+    scfm_status st = SCFM_OK;
+    while (st == SCFM_OK && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        st = scfm_path_join(file, sizeof file, path, e->d_name, err);
+        if (st == SCFM_OK && remove(file) != 0)
+            st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot remove: %s", file, strerror(errno));
+    }
+    closedir(d);
+    if (st == SCFM_OK && rmdir(path) != 0)
+        st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot remove: %s", path, strerror(errno));
+    return st;
 }

@@ -1,7 +1,9 @@
-/* Model weights to safetensors, under the Hugging Face BertForMaskedLM
- * names, with the shape in the metadata so a reader needs no config. */
+/* Model weights to and from safetensors, under the Hugging Face
+ * BertForMaskedLM names, with the shape in the metadata so a reader needs no
+ * config. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "scfm/io.h"
 #include "scfm/model.h"
@@ -40,5 +42,24 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
     };
     scfm_status st = scfm_safetensors_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
     free(t);
+    return st;
+}
+
+scfm_status scfm_model_load(scfm_model *m, const char *path, scfm_error *err) {
+    scfm_safetensors *f = NULL;
+    scfm_status st = scfm_safetensors_open(path, &f, err);
+    if (st != SCFM_OK) return st;
+    float *params = scfm_model_params(m);
+    for (int i = 0; i < scfm_model_num_tensors(m) && st == SCFM_OK; i++) {
+        const scfm_tensor_info *ti = scfm_model_tensor(m, i);
+        const int64_t shape[2] = {ti->shape[0], ti->shape[1]};
+        const scfm_st_tensor *t = NULL;
+        st = scfm_safetensors_expect(f, ti->name, SCFM_DTYPE_F32, ti->ndim, shape, &t, err);
+        if (st == SCFM_OK) memcpy(params + ti->offset, t->data, sizeof(float) * ti->size);
+    }
+    if (st == SCFM_OK && scfm_safetensors_count(f) != scfm_model_num_tensors(m))
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %d tensors, but the model has %d (another model shape?)", path,
+                       scfm_safetensors_count(f), scfm_model_num_tensors(m));
+    scfm_safetensors_close(f);
     return st;
 }

@@ -1,0 +1,276 @@
+/* Crash-safe checkpoints (see train.h for the layout). A checkpoint directory
+ * is never modified in place: a new one is built beside it and renamed. */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "scfm/io.h"
+#include "scfm/train.h"
+
+#define MANIFEST_HEADER "scfm-checkpoint 1"
+static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg"};
+enum { N_CHECKPOINT_FILES = 3 };
+
+static scfm_status file_crc(const char *path, uint32_t *crc, int64_t *size, scfm_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    unsigned char buf[1 << 16];
+    size_t n;
+    *crc = 0;
+    *size = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        *crc = scfm_crc32(*crc, buf, n);
+        *size += (int64_t)n;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return scfm_fail(err, SCFM_ERR_IO, "%s: read error", path);
+    return SCFM_OK;
+}
+
+static scfm_status write_manifest(const char *dir, scfm_error *err) {
+    char path[SCFM_PATH_MAX], file[SCFM_PATH_MAX];
+    scfm_status st = scfm_path_join(path, sizeof path, dir, "MANIFEST", err);
+    if (st != SCFM_OK) return st;
+    FILE *out = fopen(path, "w");
+    if (!out) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    fprintf(out, "%s\n", MANIFEST_HEADER);
+    for (int i = 0; i < N_CHECKPOINT_FILES && st == SCFM_OK; i++) {
+        uint32_t crc;
+        int64_t size;
+        st = scfm_path_join(file, sizeof file, dir, checkpoint_files[i], err);
+        if (st == SCFM_OK) st = file_crc(file, &crc, &size, err);
+        if (st == SCFM_OK) fprintf(out, "%08" PRIx32 " %" PRId64 " %s\n", crc, size, checkpoint_files[i]);
+    }
+    if (fclose(out) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", path);
+    if (st == SCFM_OK) st = scfm_fsync_path(path, err);
+    return st;
+}
+
+scfm_status scfm_checkpoint_verify(const char *step_dir, scfm_error *err) {
+    char path[SCFM_PATH_MAX];
+    scfm_status st = scfm_path_join(path, sizeof path, step_dir, "MANIFEST", err);
+    if (st != SCFM_OK) return st;
+    FILE *in = fopen(path, "r");
+    if (!in) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: checkpoint has no MANIFEST (incomplete or not a checkpoint)", step_dir);
+    char line[512];
+    int seen = 0;
+    if (!fgets(line, sizeof line, in) || strncmp(line, MANIFEST_HEADER, strlen(MANIFEST_HEADER)) != 0)
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: not an scfm checkpoint manifest", path);
+    while (st == SCFM_OK && fgets(line, sizeof line, in)) {
+        uint32_t want_crc, crc;
+        int64_t want_size, size;
+        char name[256];
+        if (sscanf(line, "%" SCNx32 " %" SCNd64 " %255s", &want_crc, &want_size, name) != 3) {
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: malformed line '%.80s'", path, line);
+            break;
+        }
+        char file[SCFM_PATH_MAX];
+        st = scfm_path_join(file, sizeof file, step_dir, name, err);
+        if (st != SCFM_OK) break;
+        if (file_crc(file, &crc, &size, err) != SCFM_OK) {
+            st = err->status = SCFM_ERR_FORMAT; /* a listed file that cannot be read: a damaged checkpoint */
+            break;
+        }
+        if (size != want_size)
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %" PRId64 " bytes, the manifest says %" PRId64 " (truncated?)",
+                           file, size, want_size);
+        else if (crc != want_crc)
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: checksum %08" PRIx32 " does not match the manifest's %08" PRIx32
+                           " (corrupt)", file, crc, want_crc);
+        seen++;
+    }
+    fclose(in);
+    if (st == SCFM_OK && seen != N_CHECKPOINT_FILES)
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: lists %d files, expected %d", path, seen, N_CHECKPOINT_FILES);
+    return st;
+}
+
+static scfm_status write_optimizer(const char *path, size_t n, const float *adam_m, const float *adam_v,
+                                   const scfm_checkpoint_state *s, scfm_error *err) {
+    char values[5][32];
+    snprintf(values[0], 32, "%" PRId64, s->step);
+    snprintf(values[1], 32, "%" PRIu32, s->loader_epoch);
+    snprintf(values[2], 32, "%" PRId64, s->loader_offset);
+    snprintf(values[3], 32, "%d", s->world_size);
+    snprintf(values[4], 32, "%" PRId64, s->tokens_seen);
+    const scfm_st_meta meta[] = {{"format", "scfm-optimizer"}, {"step", values[0]},       {"loader_epoch", values[1]},
+                                 {"loader_offset", values[2]}, {"world_size", values[3]}, {"tokens_seen", values[4]}};
+    const scfm_st_tensor t[2] = {{"adam.m", SCFM_DTYPE_F32, 1, {(int64_t)n}, adam_m},
+                                 {"adam.v", SCFM_DTYPE_F32, 1, {(int64_t)n}, adam_v}};
+    return scfm_safetensors_write(path, t, 2, meta, (int)(sizeof meta / sizeof meta[0]), err);
+}
+
+static int is_step_dir(const char *name, int64_t *step) {
+    char tail;
+    long long value;
+    if (sscanf(name, "step_%lld%c", &value, &tail) != 1 || strlen(name) != 12) return 0;
+    *step = value;
+    return 1;
+}
+
+/* Steps of run_dir's step directories, newest first; caller frees. */
+static scfm_status list_steps(const char *run_dir, int64_t **steps, int *n, scfm_error *err) {
+    *steps = NULL;
+    *n = 0;
+    DIR *d = opendir(run_dir);
+    if (!d) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", run_dir, strerror(errno));
+    int cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int64_t step;
+        if (!is_step_dir(e->d_name, &step)) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            int64_t *grown = realloc(*steps, sizeof(int64_t) * (size_t)cap);
+            if (!grown) {
+                closedir(d);
+                return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory listing %s", run_dir);
+            }
+            *steps = grown;
+        }
+        (*steps)[(*n)++] = step;
+    }
+    closedir(d);
+    for (int i = 1; i < *n; i++) /* insertion sort, descending: a run keeps few */
+        for (int j = i; j > 0 && (*steps)[j] > (*steps)[j - 1]; j--) {
+            int64_t t = (*steps)[j];
+            (*steps)[j] = (*steps)[j - 1];
+            (*steps)[j - 1] = t;
+        }
+    return SCFM_OK;
+}
+
+static void step_name(char *out, size_t cap, int64_t step) { snprintf(out, cap, "step_%07" PRId64, step); }
+
+static scfm_status point_latest(const char *run_dir, const char *name, scfm_error *err) {
+    char path[SCFM_PATH_MAX], tmp[SCFM_PATH_MAX];
+    scfm_status st = scfm_path_join(path, sizeof path, run_dir, "latest", err);
+    if (st == SCFM_OK) st = scfm_path_join(tmp, sizeof tmp, run_dir, "latest.tmp", err);
+    if (st != SCFM_OK) return st;
+    FILE *f = fopen(tmp, "w");
+    if (!f) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    fprintf(f, "%s\n", name);
+    if (fclose(f) != 0) return scfm_fail(err, SCFM_ERR_IO, "%s: write failed", tmp);
+    if ((st = scfm_fsync_path(tmp, err)) != SCFM_OK) return st;
+    if (rename(tmp, path) != 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot rename: %s", tmp, strerror(errno));
+    return scfm_fsync_path(run_dir, err);
+}
+
+scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
+                                  const float *adam_m, const float *adam_v,
+                                  const scfm_checkpoint_state *state, scfm_error *err) {
+    char name[32], tmp_name[40], final_dir[SCFM_PATH_MAX], tmp_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX];
+    step_name(name, sizeof name, state->step);
+    snprintf(tmp_name, sizeof tmp_name, "%s.tmp", name);
+    scfm_status st = scfm_path_join(final_dir, sizeof final_dir, run_dir, name, err);
+    if (st == SCFM_OK) st = scfm_path_join(tmp_dir, sizeof tmp_dir, run_dir, tmp_name, err);
+    if (st != SCFM_OK) return st;
+    struct stat sb;
+    if (stat(tmp_dir, &sb) == 0 && (st = scfm_remove_dir(tmp_dir, err)) != SCFM_OK) return st; /* a crash's leftover */
+    if ((st = scfm_make_dirs(tmp_dir, err)) != SCFM_OK) return st;
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "model.safetensors", err);
+    if (st == SCFM_OK) st = scfm_model_save(model, path, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "optimizer.safetensors", err);
+    if (st == SCFM_OK) st = write_optimizer(path, scfm_model_num_params(model), adam_m, adam_v, state, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "config.cfg", err);
+    if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
+    if (st == SCFM_OK) st = write_manifest(tmp_dir, err);
+    if (st == SCFM_OK) st = scfm_fsync_path(tmp_dir, err);
+    /* The same step written again (a resumed run) replaces the old directory. */
+    if (st == SCFM_OK && stat(final_dir, &sb) == 0) st = scfm_remove_dir(final_dir, err);
+    if (st == SCFM_OK && rename(tmp_dir, final_dir) != 0)
+        st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot rename to %s: %s", tmp_dir, final_dir, strerror(errno));
+    if (st == SCFM_OK) st = scfm_fsync_path(run_dir, err);
+    if (st == SCFM_OK) st = point_latest(run_dir, name, err);
+    if (st != SCFM_OK) {
+        scfm_error ignored = {0};
+        if (stat(tmp_dir, &sb) == 0) scfm_remove_dir(tmp_dir, &ignored);
+        return st;
+    }
+    int64_t *steps;
+    int n;
+    if ((st = list_steps(run_dir, &steps, &n, err)) != SCFM_OK) return st;
+    for (int i = cfg->checkpoint.keep; i < n && st == SCFM_OK; i++) {
+        step_name(name, sizeof name, steps[i]);
+        st = scfm_path_join(path, sizeof path, run_dir, name, err);
+        if (st == SCFM_OK) st = scfm_remove_dir(path, err);
+    }
+    free(steps);
+    return st;
+}
+
+scfm_status scfm_checkpoint_find(const char *run_dir, char *step_dir, size_t cap, char *skipped,
+                                 size_t skipped_cap, scfm_error *err) {
+    char path[SCFM_PATH_MAX], latest[64] = "";
+    skipped[0] = '\0';
+    scfm_status st = scfm_path_join(path, sizeof path, run_dir, "latest", err);
+    if (st != SCFM_OK) return st;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(latest, sizeof latest, f)) latest[strcspn(latest, "\n")] = '\0';
+        fclose(f);
+    }
+    scfm_error why = {0};
+    if (latest[0] && scfm_path_join(step_dir, cap, run_dir, latest, err) == SCFM_OK &&
+        scfm_checkpoint_verify(step_dir, &why) == SCFM_OK)
+        return SCFM_OK;
+    if (latest[0]) snprintf(skipped, skipped_cap, "%s", why.message);
+    int64_t *steps;
+    int n;
+    if ((st = list_steps(run_dir, &steps, &n, err)) != SCFM_OK) return st;
+    for (int i = 0; i < n; i++) {
+        char name[32];
+        step_name(name, sizeof name, steps[i]);
+        scfm_error e = {0};
+        if (scfm_path_join(step_dir, cap, run_dir, name, &e) == SCFM_OK && scfm_checkpoint_verify(step_dir, &e) == SCFM_OK) {
+            free(steps);
+            return SCFM_OK;
+        }
+        if (!skipped[0]) snprintf(skipped, skipped_cap, "%s", e.message);
+    }
+    free(steps);
+    return scfm_fail(err, SCFM_ERR_IO, "%s: no valid checkpoint to resume from%s%s", run_dir,
+                     skipped[0] ? "; " : "", skipped);
+}
+
+static int64_t meta_int(const scfm_safetensors *f, const char *key, int *ok) {
+    const char *v = scfm_safetensors_meta(f, key);
+    char *end = NULL;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || *end != '\0') *ok = 0;
+    return x;
+}
+
+scfm_status scfm_checkpoint_read(const char *step_dir, scfm_model *model, float *adam_m, float *adam_v,
+                                 scfm_checkpoint_state *state, scfm_error *err) {
+    char path[SCFM_PATH_MAX];
+    scfm_status st = scfm_checkpoint_verify(step_dir, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, step_dir, "model.safetensors", err);
+    if (st == SCFM_OK) st = scfm_model_load(model, path, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, step_dir, "optimizer.safetensors", err);
+    if (st != SCFM_OK) return st;
+    scfm_safetensors *f = NULL;
+    if ((st = scfm_safetensors_open(path, &f, err)) != SCFM_OK) return st;
+    const int64_t shape[1] = {(int64_t)scfm_model_num_params(model)};
+    const scfm_st_tensor *m = NULL, *v = NULL;
+    st = scfm_safetensors_expect(f, "adam.m", SCFM_DTYPE_F32, 1, shape, &m, err);
+    if (st == SCFM_OK) st = scfm_safetensors_expect(f, "adam.v", SCFM_DTYPE_F32, 1, shape, &v, err);
+    if (st == SCFM_OK) {
+        memcpy(adam_m, m->data, sizeof(float) * (size_t)shape[0]);
+        memcpy(adam_v, v->data, sizeof(float) * (size_t)shape[0]);
+        int ok = 1;
+        state->step = meta_int(f, "step", &ok);
+        state->loader_epoch = (uint32_t)meta_int(f, "loader_epoch", &ok);
+        state->loader_offset = meta_int(f, "loader_offset", &ok);
+        state->world_size = (int)meta_int(f, "world_size", &ok);
+        state->tokens_seen = meta_int(f, "tokens_seen", &ok);
+        if (!ok) st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: metadata step/loader_epoch/loader_offset/world_size/tokens_seen missing or not integers", path);
+    }
+    scfm_safetensors_close(f);
+    return st;
+}
