@@ -29,6 +29,9 @@ typedef struct scfm_model scfm_model;
 
 scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, scfm_error *err);
 void scfm_model_free(scfm_model *m);
+/* Parameters a model of this shape has, without allocating it (0 when out of
+ * memory). */
+size_t scfm_model_param_count(const scfm_model_config *cfg);
 
 const scfm_model_config *scfm_model_get_config(const scfm_model *m);
 size_t scfm_model_num_params(const scfm_model *m);

@@ -58,6 +58,22 @@ scfm_status scfm_checkpoint_find(const char *run_dir, char *step_dir, size_t cap
 scfm_status scfm_checkpoint_read(const char *step_dir, scfm_model *model, float *adam_m, float *adam_v,
                                  scfm_checkpoint_state *state, scfm_error *err);
 
+/* ---- metrics -----------------------------------------------------------
+ * A run's metrics.jsonl read back: one entry per step (the last line wins
+ * when a resumed run wrote a step twice). */
+typedef struct {
+    int64_t n, cap;
+    int64_t *step;
+    double *tokens;   /* cumulative tokens up to and including the step */
+    double *loss;
+} scfm_metrics;
+
+scfm_status scfm_metrics_read(const char *path, scfm_metrics *out, scfm_error *err);
+void scfm_metrics_free(scfm_metrics *m);
+
+/* Least-squares fit of log(y) = log(a) - b log(x) over n points (x, y > 0). */
+scfm_status scfm_power_law_fit(const double *x, const double *y, int n, double *a, double *b, scfm_error *err);
+
 /* What the loop reports after every step. */
 typedef struct {
     int64_t step, steps;

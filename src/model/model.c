@@ -193,6 +193,21 @@ nomem:
     return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory creating the model");
 }
 
+size_t scfm_model_param_count(const scfm_model_config *cfg) {
+    scfm_model m = {0};
+    m.cfg = *cfg;
+    m.V = cfg->vocab_size;
+    m.C = cfg->hidden;
+    m.F = cfg->ffn;
+    m.P = cfg->max_len;
+    m.NL = cfg->layers;
+    m.w.layers = calloc((size_t)m.NL, sizeof(layer_weights));
+    if (!m.w.layers) return 0;
+    size_t n = walk_layout(&m, NULL, &m.w, 0);
+    free(m.w.layers);
+    return n;
+}
+
 void scfm_model_free(scfm_model *m) {
     if (!m) return;
     scfm_free(m->params);
