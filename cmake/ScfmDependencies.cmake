@@ -25,6 +25,7 @@ if(NOT HDF5_IS_PARALLEL)
   message(FATAL_ERROR "HDF5 was found but it is not the parallel build (apt install libhdf5-openmpi-dev)")
 endif()
 
+find_package(ZLIB REQUIRED)  # Matrix Market .mtx.gz and .tsv.gz
 pkg_check_modules(LIBCONFIG REQUIRED IMPORTED_TARGET libconfig)
 pkg_check_modules(CUNIT REQUIRED IMPORTED_TARGET cunit)
 
@@ -32,7 +33,7 @@ add_library(scfm_deps INTERFACE)
 target_include_directories(scfm_deps INTERFACE ${SCFM_CBLAS_INCLUDE_DIR} ${HDF5_C_INCLUDE_DIRS})
 target_compile_definitions(scfm_deps INTERFACE ${HDF5_C_DEFINITIONS})
 target_link_libraries(scfm_deps INTERFACE
-  ${SCFM_OPENBLAS_LIBRARY} ${HDF5_C_LIBRARIES} PkgConfig::LIBCONFIG MPI::MPI_C OpenMP::OpenMP_C m)
+  ${SCFM_OPENBLAS_LIBRARY} ${HDF5_C_LIBRARIES} ZLIB::ZLIB PkgConfig::LIBCONFIG MPI::MPI_C OpenMP::OpenMP_C m)
 
 # CUDA backend (cuBLAS, NCCL): optional.
 set(SCFM_HAVE_CUDA OFF)

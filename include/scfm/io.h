@@ -124,9 +124,10 @@ typedef struct {
     int64_t *indptr;     /* [n_cells + 1], indptr[0] == 0 */
     int32_t *genes;      /* [nnz] */
     float *values;       /* [nnz] */
-    int64_t cap_cells, cap_nnz;
+    int64_t cap_cells, cap_nnz; /* entries allocated (malloc) in indptr and in genes/values */
 } scfm_cells_chunk;
 
+/* Frees the three arrays and zeroes c (NULL is allowed). */
 void scfm_cells_chunk_free(scfm_cells_chunk *c);
 
 typedef struct scfm_matrix scfm_matrix;
@@ -162,24 +163,42 @@ scfm_status scfm_matrix_obs_codes(scfm_matrix *m, const char *column, int64_t fi
                                   int32_t *codes, scfm_error *err);
 
 /* ---- writing AnnData .h5ad (src/io/h5ad_write.c) ----
- * Streams X as CSR in chunks of cells; obs categoricals, var index, obsm
- * arrays. Written to PATH.tmp and renamed by finish; abort removes it. */
+ * Streams a file that anndata (>= 0.8) reads: X as CSR (float32 data;
+ * indices and indptr int32 when cells x genes < 2^31, else both int64, as
+ * scipy needs one type for both), obs categoricals and names, obsm arrays
+ * appended in chunks of cells, so memory stays bounded; var index and varm
+ * written whole.
+ * The file is written to PATH.tmp; finish checks that every per-cell array
+ * holds the declared cells and renames it to PATH (replacing PATH);
+ * abort removes it. After any failed call only abort is left (finish then
+ * fails too). Not thread-safe: one writer, one thread. */
 typedef struct scfm_h5ad_writer scfm_h5ad_writer;
 
+/* gene_ids: the var index, n_genes distinct strings. */
 scfm_status scfm_h5ad_create(const char *path, int64_t n_cells, int64_t n_genes,
                              const char *const *gene_ids, scfm_h5ad_writer **out, scfm_error *err);
-/* Appends the next cells' counts (CSR chunk; values written as float32). */
+/* Appends the next cells' counts; chunk->first must be the number of cells
+ * appended so far and genes sorted within a cell. */
 scfm_status scfm_h5ad_append_x(scfm_h5ad_writer *w, const scfm_cells_chunk *chunk, scfm_error *err);
-/* A categorical obs column for all cells. */
-scfm_status scfm_h5ad_write_obs_categorical(scfm_h5ad_writer *w, const char *column,
-                                            const char *const *categories, int n_categories,
-                                            const int32_t *codes, scfm_error *err);
-/* obsm[name] = float32 [n_cells, dim], written in chunks of rows. */
+/* Appends the codes (-1 = missing) of the next n_rows cells to categorical obs
+ * column `column`; the first call for a column gives its categories (distinct),
+ * later calls the same n_categories (categories is then not read). Columns
+ * appear in the order of their first call. */
+scfm_status scfm_h5ad_append_obs_categorical(scfm_h5ad_writer *w, const char *column,
+                                             const char *const *categories, int n_categories,
+                                             const int32_t *codes, int64_t n_rows, scfm_error *err);
+/* Appends the next cells' names (obs index); never called: "0", "1", ... */
+scfm_status scfm_h5ad_append_obs_names(scfm_h5ad_writer *w, const char *const *names, int64_t n_rows,
+                                       scfm_error *err);
+/* Appends the next n_rows rows of obsm[name], float32 [n_cells, dim]. */
 scfm_status scfm_h5ad_append_obsm(scfm_h5ad_writer *w, const char *name, int dim, const float *rows,
                                   int64_t n_rows, scfm_error *err);
-/* Cell names (obs index); when never called, "0", "1", ... */
-scfm_status scfm_h5ad_write_obs_names(scfm_h5ad_writer *w, const char *const *names, scfm_error *err);
+/* varm[name] = values, float32 [n_genes, dim], row-major. */
+scfm_status scfm_h5ad_write_varm(scfm_h5ad_writer *w, const char *name, int dim, const float *values,
+                                 scfm_error *err);
+/* Completes, syncs and renames the file; frees w whatever the outcome. */
 scfm_status scfm_h5ad_finish(scfm_h5ad_writer *w, scfm_error *err);
+/* Removes PATH.tmp and frees w (NULL is allowed). */
 void scfm_h5ad_abort(scfm_h5ad_writer *w);
 
 #ifdef __cplusplus
