@@ -21,5 +21,9 @@ void scfm_cli_format_duration(double seconds, char *out, size_t cap);
 
 /* The subcommands: each takes the arguments after its name. */
 int scfm_cmd_train(int argc, char **argv);
+int scfm_cmd_plot(int argc, char **argv);
+int scfm_cmd_simulate(int argc, char **argv);
+int scfm_cmd_vocab(int argc, char **argv);
+int scfm_cmd_tokenize(int argc, char **argv);
 
 #endif

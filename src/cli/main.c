@@ -14,6 +14,10 @@ typedef struct {
 
 static const command commands[] = {
     {"train", scfm_cmd_train, "CONFIG [--set section.key=value]...   masked-gene pretraining from token shards"},
+    {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},
+    {"simulate", scfm_cmd_simulate, "-o PATH [--cells N] [--genes G] ...   a synthetic atlas with known truth (.h5ad)"},
+    {"vocab", scfm_cmd_vocab, "INPUT... -o VOCAB_DIR   gene vocabulary and medians (mpirun)"},
+    {"tokenize", scfm_cmd_tokenize, "--mode rank|bin --vocab DIR INPUT... -o SHARD_DIR   token shards (mpirun)"},
 };
 
 static void print_help(FILE *out) {

@@ -1,5 +1,6 @@
-/* Token shards: one HDF5 file per shard (docs/data-format.md). Cells are
- * numbered globally in shard-name order; a cell is read as one hyperslab. */
+/* Reading token shards, format 2 (docs/formats.md): one HDF5 file per shard.
+ * Cells are numbered globally in shard-name order; a cell is read as one
+ * hyperslab, converted to int32 by HDF5 whatever the stored token width. */
 #include <dirent.h>
 #include <hdf5.h>
 #include <stdio.h>
@@ -9,23 +10,34 @@
 #include "scfm/data.h"
 
 #define SHARD_FORMAT "scfm-tokens"
-#define SHARD_VERSION 1
 
 typedef struct {
     char path[1024];
-    hid_t file, tokens;
+    hid_t file, tokens, values;
     int64_t n_cells;
     int64_t first_cell;  /* global id of its first cell */
     int64_t *offsets;    /* [n_cells + 1] */
+    int64_t *cell_ids;   /* [n_cells] */
 } shard;
 
+/* What every shard of a set must agree on. */
+typedef struct {
+    int64_t vocab_size, n_shards, shard_index;
+    uint64_t vocab_hash;
+    char mode[16];
+} shard_attrs;
+
 struct scfm_shards {
+    char dir[1024];
     shard *shards;
     int n_shards;
     int64_t n_cells, n_tokens;
     int vocab_size, max_length;
+    uint64_t vocab_hash;
+    char mode[16];
     int32_t *buffer;
-    int buffer_cap;
+    uint8_t *value_buffer;
+    int buffer_cap, value_buffer_cap;
 };
 
 static int read_int_attr(hid_t file, const char *name, int64_t *value) {
@@ -47,6 +59,7 @@ static int read_string_attr(hid_t file, const char *name, char *out, size_t cap)
         if (n < cap) {
             hid_t mem = H5Tcopy(H5T_C_S1);
             H5Tset_size(mem, n + 1);
+            H5Tset_cset(mem, H5Tget_cset(t)); /* HDF5 does not convert between character sets */
             ok = H5Aread(a, mem, out) >= 0;
             out[n] = '\0';
             H5Tclose(mem);
@@ -66,48 +79,110 @@ static int64_t dataset_length(hid_t d) {
     return nd == 1 ? (int64_t)dims[0] : -1;
 }
 
-static scfm_status open_shard(shard *s, int64_t *vocab_size, scfm_error *err) {
+/* Reads a whole 1-D int64 dataset of n elements into a new array. */
+static scfm_status read_int64s(const shard *s, const char *name, int64_t n, int64_t **out, scfm_error *err) {
+    if (H5Lexists(s->file, name, H5P_DEFAULT) <= 0)
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: dataset '%s' is missing", s->path, name);
+    hid_t d = H5Dopen2(s->file, name, H5P_DEFAULT);
+    int64_t len = d < 0 ? -1 : dataset_length(d);
+    scfm_status st = SCFM_OK;
+    if (len != n) {
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: '%s' must be 1-D with %lld elements", s->path, name, (long long)n);
+    } else if (!(*out = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)))) {
+        st = scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory for '%s'", s->path, name);
+    } else if (n > 0 && H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot read '%s'", s->path, name);
+    }
+    if (d >= 0) H5Dclose(d);
+    return st;
+}
+
+/* Opens a per-token dataset without a chunk cache: cells are read at random,
+ * so a cached chunk is rarely read twice, and a cache per open shard adds up;
+ * HDF5 reads a cell's part of an uncompressed chunk straight from the file. */
+static hid_t open_uncached(hid_t file, const char *name) {
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) return H5I_INVALID_HID;
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    H5Pset_chunk_cache(dapl, 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT);
+    hid_t d = H5Dopen2(file, name, dapl);
+    H5Pclose(dapl);
+    return d;
+}
+
+static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
     s->file = H5Fopen(s->path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (s->file < 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open as HDF5", s->path);
-    char format[64] = "";
+    char format[64] = "", hash[32] = "";
     int64_t version = 0;
     if (!read_string_attr(s->file, "format", format, sizeof format) || strcmp(format, SHARD_FORMAT) ||
-        !read_int_attr(s->file, "version", &version) || version != SHARD_VERSION)
-        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: not an scfm token shard (attribute 'format' must be "
-                         "\"%s\" and 'version' %d)", s->path, SHARD_FORMAT, SHARD_VERSION);
-    if (!read_int_attr(s->file, "vocab_size", vocab_size) || *vocab_size < 3)
+        !read_int_attr(s->file, "version", &version))
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: not an scfm token shard (attribute 'format' must be \"%s\")",
+                         s->path, SHARD_FORMAT);
+    if (version != SCFM_SHARD_VERSION)
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: shard format version %lld; this scfm reads version %d (tokenize "
+                         "the data again)", s->path, (long long)version, SCFM_SHARD_VERSION);
+    if (!read_int_attr(s->file, "vocab_size", &a->vocab_size) || a->vocab_size < 3)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'vocab_size' missing or below 3", s->path);
-    if (H5Lexists(s->file, "offsets", H5P_DEFAULT) <= 0 || H5Lexists(s->file, "tokens", H5P_DEFAULT) <= 0)
-        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: datasets 'offsets' and 'tokens' are required", s->path);
-    hid_t off = H5Dopen2(s->file, "offsets", H5P_DEFAULT);
-    int64_t n_off = dataset_length(off);
-    s->tokens = H5Dopen2(s->file, "tokens", H5P_DEFAULT);
+    char *end = NULL;
+    if (!read_string_attr(s->file, "vocab_hash", hash, sizeof hash) || strlen(hash) != 16 ||
+        (a->vocab_hash = strtoull(hash, &end, 16), *end))
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'vocab_hash' must be 16 hex digits", s->path);
+    if (!read_string_attr(s->file, "mode", a->mode, sizeof a->mode) ||
+        (strcmp(a->mode, "rank") && strcmp(a->mode, "bin")))
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'mode' must be \"rank\" or \"bin\"", s->path);
+    if (!read_int_attr(s->file, "shard_index", &a->shard_index) || !read_int_attr(s->file, "n_shards", &a->n_shards))
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attributes 'shard_index' and 'n_shards' are required", s->path);
+    if ((s->tokens = open_uncached(s->file, "tokens")) < 0)
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: dataset 'tokens' is missing", s->path);
     int64_t n_tok = dataset_length(s->tokens);
-    if (n_off < 1 || n_tok < 0) {
-        H5Dclose(off);
+    if (H5Lexists(s->file, "offsets", H5P_DEFAULT) <= 0)
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: dataset 'offsets' is missing", s->path);
+    hid_t off = H5Dopen2(s->file, "offsets", H5P_DEFAULT);
+    int64_t n_off = off < 0 ? -1 : dataset_length(off);
+    if (off >= 0) H5Dclose(off);
+    if (n_off < 1 || n_tok < 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' and 'tokens' must be 1-D", s->path);
-    }
     s->n_cells = n_off - 1;
-    s->offsets = malloc(sizeof(int64_t) * (size_t)n_off);
-    if (!s->offsets) {
-        H5Dclose(off);
-        return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory for %lld offsets", s->path, (long long)n_off);
-    }
-    herr_t r = H5Dread(off, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->offsets);
-    H5Dclose(off);
-    if (r < 0) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot read 'offsets'", s->path);
+    scfm_status st = read_int64s(s, "offsets", n_off, &s->offsets, err);
+    if (st == SCFM_OK) st = read_int64s(s, "cell_id", s->n_cells, &s->cell_ids, err);
+    if (st != SCFM_OK) return st;
     if (s->offsets[0] != 0 || s->offsets[s->n_cells] != n_tok)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' must start at 0 and end at the %lld tokens",
                          s->path, (long long)n_tok);
     for (int64_t i = 0; i < s->n_cells; i++)
         if (s->offsets[i + 1] < s->offsets[i])
-            return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' decrease at cell %lld", s->path,
-                             (long long)i);
+            return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' decrease at cell %lld", s->path, (long long)i);
+    if (!strcmp(a->mode, "bin")) {
+        if ((s->values = open_uncached(s->file, "values")) < 0 || dataset_length(s->values) != n_tok)
+            return scfm_fail(err, SCFM_ERR_FORMAT, "%s: bin mode needs dataset 'values' with one value per token",
+                             s->path);
+    }
     return SCFM_OK;
 }
 
 static int compare_paths(const void *a, const void *b) {
     return strcmp(((const shard *)a)->path, ((const shard *)b)->path);
+}
+
+/* Every shard against the first: one vocabulary, one mode, one complete set. */
+static scfm_status check_set(scfm_shards *s, int i, const shard_attrs *a, scfm_error *err) {
+    const char *path = s->shards[i].path, *first = s->shards[0].path;
+    if (i == 0) {
+        s->vocab_size = (int)a->vocab_size;
+        s->vocab_hash = a->vocab_hash;
+        snprintf(s->mode, sizeof s->mode, "%s", a->mode);
+    }
+    if (a->vocab_hash != s->vocab_hash || a->vocab_size != s->vocab_size)
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: made with vocabulary %016llx (%lld tokens), but %s with %016llx "
+                         "(%d tokens): a shard set has one vocabulary", path, (unsigned long long)a->vocab_hash,
+                         (long long)a->vocab_size, first, (unsigned long long)s->vocab_hash, s->vocab_size);
+    if (strcmp(a->mode, s->mode))
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: mode '%s' differs from '%s' in %s", path, a->mode, s->mode, first);
+    if (a->n_shards != s->n_shards || a->shard_index != i)
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: shard %lld of %lld, but it is file %d of the %d in %s (a shard is "
+                         "missing or comes from another set)", path, (long long)a->shard_index, (long long)a->n_shards,
+                         i, s->n_shards, s->dir);
+    return SCFM_OK;
 }
 
 scfm_status scfm_shards_open(const char *dir, scfm_shards **out, scfm_error *err) {
@@ -119,6 +194,7 @@ scfm_status scfm_shards_open(const char *dir, scfm_shards **out, scfm_error *err
     int cap = 0;
     struct dirent *e;
     scfm_status st = s ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if (s) snprintf(s->dir, sizeof s->dir, "%s", dir);
     while (st == SCFM_OK && (e = readdir(d))) {
         size_t n = strlen(e->d_name);
         if (strncmp(e->d_name, "shard_", 6) || n < 4 || strcmp(e->d_name + n - 3, ".h5")) continue;
@@ -133,7 +209,7 @@ scfm_status scfm_shards_open(const char *dir, scfm_shards **out, scfm_error *err
         }
         shard *sh = &s->shards[s->n_shards++];
         memset(sh, 0, sizeof *sh);
-        sh->file = sh->tokens = H5I_INVALID_HID;
+        sh->file = sh->tokens = sh->values = H5I_INVALID_HID;
         snprintf(sh->path, sizeof sh->path, "%s/%s", dir, e->d_name);
     }
     closedir(d);
@@ -141,18 +217,16 @@ scfm_status scfm_shards_open(const char *dir, scfm_shards **out, scfm_error *err
         st = scfm_fail(err, SCFM_ERR_IO, "%s: no shard_*.h5 files", dir);
     if (st == SCFM_OK) qsort(s->shards, (size_t)s->n_shards, sizeof(shard), compare_paths);
     for (int i = 0; st == SCFM_OK && i < s->n_shards; i++) {
-        int64_t vocab = 0;
-        st = open_shard(&s->shards[i], &vocab, err);
+        shard_attrs a = {0};
+        shard *sh = &s->shards[i];
+        st = open_shard(sh, &a, err);
+        if (st == SCFM_OK) st = check_set(s, i, &a, err);
         if (st != SCFM_OK) break;
-        if (i > 0 && vocab != s->vocab_size)
-            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: vocab_size %lld differs from %d in %s",
-                           s->shards[i].path, (long long)vocab, s->vocab_size, s->shards[0].path);
-        s->vocab_size = (int)vocab;
-        s->shards[i].first_cell = s->n_cells;
-        s->n_cells += s->shards[i].n_cells;
-        s->n_tokens += s->shards[i].offsets[s->shards[i].n_cells];
-        for (int64_t c = 0; c < s->shards[i].n_cells; c++) {
-            int64_t L = s->shards[i].offsets[c + 1] - s->shards[i].offsets[c];
+        sh->first_cell = s->n_cells;
+        s->n_cells += sh->n_cells;
+        s->n_tokens += sh->offsets[sh->n_cells];
+        for (int64_t c = 0; c < sh->n_cells; c++) {
+            int64_t L = sh->offsets[c + 1] - sh->offsets[c];
             if (L > s->max_length) s->max_length = (int)L;
         }
     }
@@ -169,11 +243,14 @@ void scfm_shards_close(scfm_shards *s) {
     if (!s) return;
     for (int i = 0; i < s->n_shards; i++) {
         if (s->shards[i].tokens >= 0) H5Dclose(s->shards[i].tokens);
+        if (s->shards[i].values >= 0) H5Dclose(s->shards[i].values);
         if (s->shards[i].file >= 0) H5Fclose(s->shards[i].file);
         free(s->shards[i].offsets);
+        free(s->shards[i].cell_ids);
     }
     free(s->shards);
     free(s->buffer);
+    free(s->value_buffer);
     free(s);
 }
 
@@ -181,88 +258,77 @@ int64_t scfm_shards_num_cells(const scfm_shards *s) { return s->n_cells; }
 int64_t scfm_shards_num_tokens(const scfm_shards *s) { return s->n_tokens; }
 int scfm_shards_vocab_size(const scfm_shards *s) { return s->vocab_size; }
 int scfm_shards_max_length(const scfm_shards *s) { return s->max_length; }
+const char *scfm_shards_mode(const scfm_shards *s) { return s->mode; }
+uint64_t scfm_shards_vocab_hash(const scfm_shards *s) { return s->vocab_hash; }
 
-scfm_status scfm_shards_cell(scfm_shards *s, int64_t i, const int32_t **tokens, int *length,
-                             scfm_error *err) {
-    if (i < 0 || i >= s->n_cells)
-        return scfm_fail(err, SCFM_ERR_ARG, "cell %lld outside the %lld cells of the shards", (long long)i,
-                         (long long)s->n_cells);
+/* The shard that holds global cell i (0 <= i < n_cells): the last one that
+ * starts at or before i, which is never a shard without cells. */
+static shard *locate(const scfm_shards *s, int64_t i) {
     int lo = 0, hi = s->n_shards - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
         if (s->shards[mid].first_cell <= i) lo = mid;
         else hi = mid - 1;
     }
-    shard *sh = &s->shards[lo];
+    return &s->shards[lo];
+}
+
+int64_t scfm_shards_cell_id(const scfm_shards *s, int64_t i) {
+    const shard *sh = locate(s, i);
+    return sh->cell_ids[i - sh->first_cell];
+}
+
+/* Reads cell i's slice of a per-token dataset into *buffer (grown). */
+static scfm_status read_cell(scfm_shards *s, int64_t i, int values, void **buffer, int *cap, size_t elem,
+                             int *length, scfm_error *err) {
+    if (i < 0 || i >= s->n_cells)
+        return scfm_fail(err, SCFM_ERR_ARG, "cell %lld outside the %lld cells of the shards", (long long)i,
+                         (long long)s->n_cells);
+    const shard *sh = locate(s, i);
     int64_t j = i - sh->first_cell;
     hsize_t start = (hsize_t)sh->offsets[j], count = (hsize_t)(sh->offsets[j + 1] - sh->offsets[j]);
-    if ((int)count > s->buffer_cap) {
-        int32_t *grown = realloc(s->buffer, sizeof(int32_t) * (count + 1));
+    if ((int)count > *cap) {
+        void *grown = realloc(*buffer, elem * (count + 1));
         if (!grown) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory reading cell %lld", (long long)i);
-        s->buffer = grown;
-        s->buffer_cap = (int)count;
+        *buffer = grown;
+        *cap = (int)count;
     }
-    *tokens = s->buffer;
     *length = (int)count;
     if (count == 0) return SCFM_OK;
-    hid_t fspace = H5Dget_space(sh->tokens);
+    hid_t d = values ? sh->values : sh->tokens;
+    hid_t fspace = H5Dget_space(d);
     H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL);
     hid_t mspace = H5Screate_simple(1, &count, NULL);
-    herr_t r = H5Dread(sh->tokens, H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, s->buffer);
+    herr_t r = H5Dread(d, values ? H5T_NATIVE_UINT8 : H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, *buffer);
     H5Sclose(mspace);
     H5Sclose(fspace);
-    if (r < 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot read the tokens of cell %lld", sh->path, (long long)j);
+    if (r < 0)
+        return scfm_fail(err, SCFM_ERR_IO, "%s: cannot read the %s of cell %lld", sh->path,
+                         values ? "values" : "tokens", (long long)j);
     return SCFM_OK;
 }
 
-static herr_t write_attr_int(hid_t file, const char *name, int64_t value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return r;
+scfm_status scfm_shards_cell(scfm_shards *s, int64_t i, const int32_t **tokens, int *length,
+                             scfm_error *err) {
+    scfm_status st = read_cell(s, i, 0, (void **)&s->buffer, &s->buffer_cap, sizeof(int32_t), length, err);
+    *tokens = s->buffer;
+    return st;
 }
 
-static herr_t write_attr_string(hid_t file, const char *name, const char *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(value));
-    hid_t a = H5Acreate2(file, name, t, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : H5Awrite(a, t, value);
-    if (a >= 0) H5Aclose(a);
-    H5Tclose(t);
-    H5Sclose(space);
-    return r;
+scfm_status scfm_shards_cell_values(scfm_shards *s, int64_t i, const uint8_t **values, int *length,
+                                    scfm_error *err) {
+    if (strcmp(s->mode, "bin"))
+        return scfm_fail(err, SCFM_ERR_ARG, "%s: the shards were made in %s mode and hold no values", s->dir, s->mode);
+    scfm_status st = read_cell(s, i, 1, (void **)&s->value_buffer, &s->value_buffer_cap, 1, length, err);
+    *values = s->value_buffer;
+    return st;
 }
 
-static herr_t write_dataset(hid_t file, const char *name, hid_t file_type, hid_t mem_type, hsize_t n,
-                            const void *data) {
-    hid_t space = H5Screate_simple(1, &n, NULL);
-    hid_t d = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(space);
-    return r;
-}
-
-scfm_status scfm_shard_write(const char *path, const int32_t *tokens, const int64_t *offsets,
-                             int64_t n_cells, int vocab_size, scfm_error *err) {
-    /* Written beside the target and renamed, so a reader never sees half a shard. */
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot create", tmp);
-    herr_t r = write_attr_string(f, "format", SHARD_FORMAT);
-    if (r >= 0) r = write_attr_int(f, "version", SHARD_VERSION);
-    if (r >= 0) r = write_attr_int(f, "vocab_size", vocab_size);
-    if (r >= 0) r = write_dataset(f, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)n_cells + 1, offsets);
-    if (r >= 0) r = write_dataset(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)offsets[n_cells], tokens);
-    if (H5Fclose(f) < 0) r = -1;
-    if (r < 0 || rename(tmp, path) != 0) {
-        remove(tmp);
-        return scfm_fail(err, SCFM_ERR_IO, "%s: cannot write the shard", path);
-    }
+scfm_status scfm_shards_expect_vocab(const scfm_shards *s, const scfm_vocab *v, scfm_error *err) {
+    if (s->vocab_hash != v->hash || s->vocab_size != scfm_vocab_size(v))
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: the shards were made with vocabulary %016llx (%d tokens), not with "
+                         "this one, %016llx (%lld tokens); tokenize the data again with this vocabulary", s->dir,
+                         (unsigned long long)s->vocab_hash, s->vocab_size, (unsigned long long)v->hash,
+                         (long long)scfm_vocab_size(v));
     return SCFM_OK;
 }

@@ -1,5 +1,6 @@
-/* Writes the built-in synthetic token set (scfm_synthetic_tokens) that the
- * quick start and the training tests use until `scfm tokenize` lands:
+/* Writes the built-in synthetic token set (scfm_synthetic_tokens, shard
+ * format 2, docs/formats.md) that the quick start and the training tests use
+ * without count matrices:
  *   make_tokens DIR [CELLS] [GENES] [TYPES] [SEED] */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,879 @@
+/* Tokenization: count matrices to token shards (docs/formats.md).
+ *
+ * The encoders are pure functions of one cell. The driver numbers the input
+ * cells globally in input order and cuts them into shards of
+ * cells_per_shard input cells, so shard boundaries and contents never depend
+ * on the number of ranks. Each shard is filled in rounds: in a round every
+ * rank encodes an even, consecutive share of the shard's next
+ * ranks x ROUND_CELLS cells, and the shard writer appends the shares in rank
+ * order with one collective transfer per dataset. A rank thus holds one
+ * round of one shard at a time, whatever the size of the corpus. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scfm/data.h"
+
+#define ROUND_CELLS 8192        /* cells per rank per round */
+#define STATS_READ_CELLS 4096   /* cells per read in the statistics pass */
+#define MAX_BINS 256            /* bins fit the uint8 values */
+/* Philox stream of the tokenizer's draws, after core.h's streams. */
+#define STREAM_TOKENIZE 16
+#define HVG_MEAN_BINS 20        /* scanpy's n_bins for flavor "seurat" */
+
+/* ---- encoders ---- */
+
+/* Sorts e[0, n) by key, ties by token, both ascending: a stable LSD radix
+ * sort over the 12 bytes of (key, token), the token's bytes first, skipping
+ * the bytes that every entry shares. tmp holds n entries. A cell of a few
+ * thousand genes sorts several times faster than with qsort. */
+static void sort_entries(scfm_cell_entry *e, scfm_cell_entry *tmp, int n) {
+    enum { PASSES = 12 };
+    uint32_t count[PASSES][256];
+    memset(count, 0, sizeof count);
+#define BYTE(x, p) ((p) < 4 ? ((uint32_t)(x).token >> (8 * (p))) & 255u : (uint32_t)((x).key >> (8 * ((p) - 4))) & 255u)
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < PASSES; p++) count[p][BYTE(e[i], p)]++;
+    scfm_cell_entry *src = e, *dst = tmp;
+    for (int p = 0; p < PASSES && n > 0; p++) {
+        if (count[p][BYTE(src[0], p)] == (uint32_t)n) continue;
+        uint32_t offset = 0;
+        for (int b = 0; b < 256; b++) {
+            uint32_t c = count[p][b];
+            count[p][b] = offset;
+            offset += c;
+        }
+        for (int i = 0; i < n; i++) dst[count[p][BYTE(src[i], p)]++] = src[i];
+        scfm_cell_entry *swap = src;
+        src = dst;
+        dst = swap;
+    }
+#undef BYTE
+    if (src != e) memcpy(e, src, sizeof *e * (size_t)n);
+}
+
+/* Keys that order non-negative doubles: their bit patterns, ascending or
+ * (complemented) descending. */
+static uint64_t ascending(double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return bits;
+}
+
+static uint64_t descending(double v) { return ~ascending(v); }
+
+int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const float *counts, int n,
+                     double total, scfm_cell_entry *scratch, int32_t *out) {
+    int m = 0;
+    for (int k = 0; k < n; k++) {
+        if (!(counts[k] > 0.0f)) continue;
+        scratch[m].token = tokens[k];
+        scratch[m].value = (double)counts[k] / total * p->target_sum / p->medians[tokens[k] - p->first_gene];
+        scratch[m].key = descending(scratch[m].value);
+        m++;
+    }
+    if (m == 0) return 0;
+    sort_entries(scratch, scratch + n, m);
+    int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0), len = 0;
+    if (p->cls >= 0) out[len++] = p->cls;
+    for (int k = 0; k < m && k < keep; k++) out[len++] = scratch[k].token;
+    if (p->eos >= 0) out[len++] = p->eos;
+    return len;
+}
+
+/* numpy.quantile(x, q) (method "linear") of the n ascending values x[i].value,
+ * with numpy's operations in numpy's order. Contraction into fused
+ * multiply-adds is off: it would round differently from numpy, and an edge
+ * that should equal a value would miss it. */
+__attribute__((optimize("fp-contract=off")))
+static double quantile(const scfm_cell_entry *x, int n, double q) {
+    double v = (double)(n - 1) * q;
+    if (v >= (double)(n - 1)) return x[n - 1].value;
+    double below = floor(v), t = v - below;
+    double a = x[(int)below].value, b = x[(int)below + 1].value, d = b - a;
+    return t >= 0.5 ? b - d * (1.0 - t) : a + d * t;
+}
+
+static void draw(uint64_t seed, int64_t cell_id, int32_t token, uint32_t r[4]) {
+    uint32_t counter[4] = {(uint32_t)cell_id, (uint32_t)((uint64_t)cell_id >> 32), (uint32_t)token, STREAM_TOKENIZE};
+    scfm_philox(seed, counter, r);
+}
+
+int scfm_bin_encode(const scfm_bin_params *p, int64_t cell_id, const int32_t *tokens, const float *counts,
+                    int n, double total, scfm_cell_entry *scratch, int32_t *out_tokens, uint8_t *out_values) {
+    int nonzero = 0;
+    for (int k = 0; k < n; k++) {
+        double c = counts[k] > 0.0f ? (double)counts[k] : 0.0;
+        scratch[k].token = tokens[k];
+        scratch[k].value = c > 0.0 && p->log1p ? log1p(c / total * p->target_sum) : c;
+        scratch[k].key = ascending(scratch[k].value);
+        nonzero += scratch[k].value > 0.0;
+    }
+    if (nonzero == 0) return 0;
+    /* Edges: linspace(0, 1, B - 1) as numpy computes it (i * step, the last exactly 1). */
+    sort_entries(scratch, scratch + n, n);
+    const scfm_cell_entry *x = scratch + (n - nonzero);
+    const int n_edges = p->n_bins - 1;
+    const double step = n_edges > 1 ? 1.0 / (double)(n_edges - 1) : 0.0;
+    double edges[MAX_BINS];
+    for (int i = 0; i < n_edges; i++)
+        edges[i] = quantile(x, nonzero, i == n_edges - 1 && n_edges > 1 ? 1.0 : (double)i * step);
+    const int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0);
+    for (int k = 0; k < n; k++) {
+        scfm_cell_entry *e = &scratch[k];
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (n > keep) draw(p->seed, cell_id, e->token, r);
+        e->key = ((uint64_t)r[1] << 32) | r[2]; /* the sampling key; 0 sorts by token alone */
+        e->bin = 0;
+        if (e->value == 0.0) continue;
+        /* le: edges <= value (numpy's digitize), lt: edges < value */
+        int le = 0, lt = 0;
+        for (int lo = 0, hi = n_edges; lo < hi;) {
+            int mid = (lo + hi) / 2;
+            if (edges[mid] <= e->value) lo = le = mid + 1;
+            else hi = mid;
+        }
+        for (int lo = 0, hi = n_edges; lo < hi;) {
+            int mid = (lo + hi) / 2;
+            if (edges[mid] < e->value) lo = lt = mid + 1;
+            else hi = mid;
+        }
+        e->bin = le;
+        if (le - lt >= 2) {
+            if (n <= keep) draw(p->seed, cell_id, e->token, r);
+            e->bin = lt + 1 + (int)(r[0] % (uint32_t)(le - lt));
+        }
+    }
+    int m = n;
+    if (n > keep) {
+        sort_entries(scratch, scratch + n, n);
+        m = keep;
+        for (int k = 0; k < m; k++) scratch[k].key = 0;
+    }
+    sort_entries(scratch, scratch + n, m);
+    int len = 0;
+    if (p->cls >= 0) {
+        out_tokens[len] = p->cls;
+        out_values[len++] = 0;
+    }
+    for (int k = 0; k < m; k++) {
+        out_tokens[len] = scratch[k].token;
+        out_values[len++] = (uint8_t)scratch[k].bin;
+    }
+    if (p->eos >= 0) {
+        out_tokens[len] = p->eos;
+        out_values[len++] = 0;
+    }
+    return len;
+}
+
+/* ---- the driver ---- */
+
+/* A categorical obs column across the inputs: the union of the inputs'
+ * categories in order of first appearance, and each input's codes mapped
+ * into it. */
+typedef struct {
+    char *name;
+    int present;            /* inputs that have it so far */
+    int n_categories;
+    char **categories;
+    int *sorted;            /* categories' indices in strcmp order, to find one */
+    int32_t **map;          /* [input][local code] -> global code; NULL where absent */
+    int *map_len;           /* [input] */
+} obs_column;
+
+typedef struct {
+    const scfm_vocab *vocab;
+    const scfm_tokenize_options *opt;
+    scfm_comm *comm;
+    int rank, size;
+    int n_inputs;
+    scfm_corpus corpus;
+    int n_obs;
+    obs_column *obs;
+    int obs_explicit;                 /* columns named by opt->obs */
+    scfm_tokenize_input_report *inputs;
+    double *counts_in;                /* [2 * n_inputs]: counts outside the vocabulary, all counts */
+    uint8_t *in_set;                  /* [vocab size] the hvg set; NULL: every gene */
+    int32_t *set_tokens;              /* include_zeros: the set in token order */
+    int n_set;
+    int32_t *gene_token;              /* the open input's columns: token, -1 outside, -2 ambiguous */
+    float *dense;                     /* include_zeros: [vocab size] one cell's counts */
+    scfm_cells_chunk chunk;
+    /* one cell */
+    int32_t *row_tokens;
+    float *row_counts;
+    scfm_cell_entry *entries;         /* twice row_cap: the encoders' scratch */
+    int64_t row_cap;
+    /* this rank's share of a round */
+    int64_t n_cells, n_tokens, cells_cap, tokens_cap;
+    int64_t *offsets, *cell_ids;
+    int32_t *tokens, **codes, *local_codes;
+    uint8_t *values;
+    /* totals of this rank */
+    int64_t cells_written, tokens_written, cells_empty, cells_empty_in_vocab, cells_cut, skipped;
+} tokenizer;
+
+static int resize(void *pp, size_t bytes) {
+    void **p = pp, *q = realloc(*p, bytes ? bytes : 1);
+    if (!q) return 0;
+    *p = q;
+    return 1;
+}
+
+static int64_t next_cap(int64_t cap, int64_t need) {
+    cap = cap < 1024 ? 1024 : cap;
+    while (cap < need) cap *= 2;
+    return cap;
+}
+
+/* A name and where it came from, for sorting. */
+typedef struct {
+    const char *name;
+    int64_t index;
+} named;
+
+static int by_name(const void *a, const void *b) { return strcmp(((const named *)a)->name, ((const named *)b)->name); }
+
+/* The token of each column of input m: -1 outside the vocabulary, -2 for a
+ * symbol that the file or the vocabulary repeats (gene ids are unique: the
+ * readers check it). */
+static scfm_status map_genes(tokenizer *t, scfm_matrix *m, int32_t *gene_token, scfm_error *err) {
+    const int64_t n = scfm_matrix_num_genes(m);
+    const int by_symbol = t->opt->match_symbol;
+    for (int64_t j = 0; j < n; j++) {
+        const char *name = by_symbol ? scfm_matrix_gene_symbol(m, j) : scfm_matrix_gene_id(m, j);
+        gene_token[j] = name ? scfm_vocab_find(t->vocab, name, by_symbol) : -1;
+    }
+    if (!by_symbol) return SCFM_OK;
+    /* Repeated symbols: sorted side by side. */
+    named *symbols = malloc(sizeof(named) * (size_t)(n + 1));
+    if (!symbols) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; j < n; j++) {
+        symbols[j].name = scfm_matrix_gene_symbol(m, j) ? scfm_matrix_gene_symbol(m, j) : "";
+        symbols[j].index = j;
+    }
+    qsort(symbols, (size_t)n, sizeof *symbols, by_name);
+    for (int64_t j = 1; j < n; j++)
+        if (!strcmp(symbols[j].name, symbols[j - 1].name))
+            gene_token[symbols[j].index] = gene_token[symbols[j - 1].index] = -2;
+    free(symbols);
+    return SCFM_OK;
+}
+
+static int find_category(const obs_column *c, const char *name, int *where) {
+    int lo = 0, hi = c->n_categories;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        int cmp = strcmp(c->categories[c->sorted[mid]], name);
+        if (cmp == 0) return c->sorted[mid];
+        if (cmp < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    *where = lo;
+    return -1;
+}
+
+static obs_column *find_column(tokenizer *t, const char *name) {
+    for (int i = 0; i < t->n_obs; i++)
+        if (!strcmp(t->obs[i].name, name)) return &t->obs[i];
+    return NULL;
+}
+
+static scfm_status add_column(tokenizer *t, const char *name, scfm_error *err) {
+    obs_column *grown = realloc(t->obs, sizeof(obs_column) * (size_t)(t->n_obs + 1));
+    if (!grown) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    t->obs = grown;
+    obs_column *c = &t->obs[t->n_obs];
+    memset(c, 0, sizeof *c);
+    c->name = strdup(name);
+    c->map = calloc((size_t)t->n_inputs, sizeof(int32_t *));
+    c->map_len = calloc((size_t)t->n_inputs, sizeof(int));
+    t->n_obs++;
+    if (!c->name || !c->map || !c->map_len) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    return SCFM_OK;
+}
+
+/* Input k's categories of column c, merged into the union. */
+static scfm_status merge_categories(obs_column *c, int k, scfm_matrix *m, scfm_error *err) {
+    int n = 0;
+    const char *const *cats = NULL;
+    scfm_status st = scfm_matrix_obs_categories(m, c->name, &n, &cats, err);
+    if (st != SCFM_OK) return st;
+    c->present++;
+    c->map[k] = malloc(sizeof(int32_t) * (size_t)(n + 1));
+    char **names = realloc(c->categories, sizeof(char *) * (size_t)(c->n_categories + n + 1));
+    if (names) c->categories = names;
+    int *sorted = realloc(c->sorted, sizeof(int) * (size_t)(c->n_categories + n + 1));
+    if (sorted) c->sorted = sorted;
+    if (!c->map[k] || !names || !sorted) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    c->map_len[k] = n;
+    for (int i = 0; i < n; i++) {
+        int where = 0, code = find_category(c, cats[i], &where);
+        if (code < 0) {
+            code = c->n_categories;
+            if (!(c->categories[code] = strdup(cats[i]))) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+            memmove(c->sorted + where + 1, c->sorted + where, sizeof(int) * (size_t)(code - where));
+            c->sorted[where] = code;
+            c->n_categories++;
+        }
+        c->map[k][i] = code;
+    }
+    return SCFM_OK;
+}
+
+/* Sees each input once: its genes against the vocabulary, its obs columns. */
+static scfm_status scan_input(void *user, int k, scfm_matrix *m, scfm_error *err) {
+    tokenizer *t = user;
+    const int64_t n_genes = scfm_matrix_num_genes(m);
+    int32_t *gene_token = malloc(sizeof(int32_t) * (size_t)(n_genes + 1));
+    if (!gene_token) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    scfm_status st = map_genes(t, m, gene_token, err);
+    scfm_tokenize_input_report *r = &t->inputs[k];
+    r->cells = scfm_matrix_num_cells(m);
+    r->genes = n_genes;
+    for (int64_t j = 0; j < n_genes; j++) {
+        r->genes_outside += gene_token[j] == -1;
+        r->genes_ambiguous += gene_token[j] == -2;
+    }
+    free(gene_token);
+    if (st == SCFM_OK && r->genes_outside + r->genes_ambiguous == n_genes)
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: none of its %lld genes is in the vocabulary (matching by %s)",
+                       scfm_matrix_path(m), (long long)n_genes, t->opt->match_symbol ? "symbol" : "gene id");
+    /* Default columns: those of the first input that every later one has. */
+    if (st == SCFM_OK && k == 0 && !t->obs_explicit)
+        for (int i = 0; i < scfm_matrix_num_obs_columns(m) && st == SCFM_OK; i++)
+            st = add_column(t, scfm_matrix_obs_column(m, i), err);
+    for (int i = 0; i < t->n_obs && st == SCFM_OK; i++) {
+        int found = 0;
+        for (int j = 0; j < scfm_matrix_num_obs_columns(m) && !found; j++)
+            found = !strcmp(scfm_matrix_obs_column(m, j), t->obs[i].name);
+        if (found) st = merge_categories(&t->obs[i], k, m, err);
+        else if (t->obs_explicit)
+            st = scfm_fail(err, SCFM_ERR_ARG, "%s: has no categorical obs column '%s'", scfm_matrix_path(m),
+                           t->obs[i].name);
+    }
+    return st;
+}
+
+static void free_column(obs_column *c, int n_inputs) {
+    for (int i = 0; i < c->n_categories; i++) free(c->categories[i]);
+    for (int k = 0; c->map && k < n_inputs; k++) free(c->map[k]);
+    free(c->categories);
+    free(c->sorted);
+    free(c->map);
+    free(c->map_len);
+    free(c->name);
+}
+
+/* Keeps the columns every input has. */
+static void drop_partial_columns(tokenizer *t) {
+    int kept = 0;
+    for (int i = 0; i < t->n_obs; i++) {
+        if (t->obs[i].present == t->n_inputs) t->obs[kept++] = t->obs[i];
+        else free_column(&t->obs[i], t->n_inputs);
+    }
+    t->n_obs = kept;
+}
+
+/* Opens the input that holds global cell `cell` and maps its genes. */
+static scfm_status select_input(tokenizer *t, int64_t cell, int *k, scfm_error *err) {
+    int opened = 0;
+    *k = scfm_corpus_input(&t->corpus, cell);
+    scfm_status st = scfm_corpus_select(&t->corpus, *k, &opened, err);
+    if (st != SCFM_OK || !opened) return st;
+    free(t->gene_token);
+    t->gene_token = malloc(sizeof(int32_t) * (size_t)(scfm_matrix_num_genes(t->corpus.m) + 1));
+    if (!t->gene_token) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    return map_genes(t, t->corpus.m, t->gene_token, err);
+}
+
+/* ---- highly variable genes (scanpy's flavor "seurat") ----
+ * Means and variances of the normalised counts x = count / total x 10^4 over
+ * the cells with counts. The sums are exact (x and x^2 in fixed point with
+ * 32 fractional bits, summed as 128-bit integers), so the set does not depend
+ * on how the cells are spread over the ranks. */
+
+typedef __int128 wide;
+#define FIXED_ONE 4294967296.0 /* 2^32 */
+#define LIMB_BITS 40
+
+static wide to_fixed(double v) { return (wide)floor(v * FIXED_ONE + 0.5); }
+
+static int compare_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* Sums 128-bit integers over the ranks in three 40-bit limbs (no carry is
+ * lost for fewer than 2^23 ranks). */
+static scfm_status sum_wide(scfm_comm *comm, wide *v, int64_t n, scfm_error *err) {
+    int64_t *limbs = malloc(sizeof(int64_t) * 3 * (size_t)n);
+    if (!limbs) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    const wide mask = ((wide)1 << LIMB_BITS) - 1;
+    for (int64_t i = 0; i < n; i++)
+        for (int l = 0; l < 3; l++) limbs[3 * i + l] = (int64_t)((v[i] >> (LIMB_BITS * l)) & mask);
+    scfm_status st = scfm_comm_sum_i64(comm, limbs, 3 * (size_t)n, err);
+    for (int64_t i = 0; i < n && st == SCFM_OK; i++)
+        v[i] = (wide)limbs[3 * i] + ((wide)limbs[3 * i + 1] << LIMB_BITS) + ((wide)limbs[3 * i + 2] << (2 * LIMB_BITS));
+    free(limbs);
+    return st;
+}
+
+/* pandas.cut(x, n) edges for values in [lo, hi]: numpy.linspace(lo, hi,
+ * n + 1) as numpy computes it, the first edge lowered by 0.1% of the range
+ * (a single value widens the range by 0.1% each way instead). */
+__attribute__((optimize("fp-contract=off")))
+static void cut_edges(double lo, double hi, int n, double *edges) {
+    const int widen = lo == hi;
+    if (widen) {
+        lo -= lo != 0.0 ? 0.001 * fabs(lo) : 0.001;
+        hi += hi != 0.0 ? 0.001 * fabs(hi) : 0.001;
+    }
+    const double step = (hi - lo) / n;
+    for (int i = 0; i < n; i++) edges[i] = (double)i * step + lo;
+    edges[n] = hi;
+    if (!widen) edges[0] -= (hi - lo) * 0.001;
+}
+
+/* scanpy's selection from the exact sums: dispersion var / mean of each
+ * gene, its log normalised within 20 bins of log1p(mean) (a bin's mean and
+ * standard deviation; a bin of one gene gives 1), then the genes whose
+ * normalised dispersion reaches the hvg-th highest. */
+__attribute__((optimize("fp-contract=off")))
+static scfm_status choose_hvg(tokenizer *t, const wide *sums, int64_t n_cells, scfm_error *err) {
+    const int64_t first = t->vocab->n_special, n_genes = t->vocab->n_genes;
+    double *mean = malloc(sizeof(double) * (size_t)n_genes), *disp = malloc(sizeof(double) * (size_t)n_genes);
+    int *bin = malloc(sizeof(int) * (size_t)n_genes);
+    double *norm = malloc(sizeof(double) * (size_t)n_genes);
+    if (!mean || !disp || !bin || !norm) {
+        free(mean), free(disp), free(bin), free(norm);
+        return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    }
+    const double n = (double)n_cells;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t g = 0; g < n_genes; g++) {
+        double m = (double)sums[2 * (first + g)] / FIXED_ONE / n;
+        double var = (double)sums[2 * (first + g) + 1] / FIXED_ONE / n - m * m;
+        if (n_cells > 1) var *= n / (n - 1.0);
+        if (m == 0.0) m = 1e-12;
+        disp[g] = var / m;
+        disp[g] = disp[g] == 0.0 ? NAN : log(disp[g]);
+        mean[g] = log1p(m);
+        lo = fmin(lo, mean[g]);
+        hi = fmax(hi, mean[g]);
+    }
+    double edges[HVG_MEAN_BINS + 1], avg[HVG_MEAN_BINS], dev[HVG_MEAN_BINS];
+    int count[HVG_MEAN_BINS] = {0};
+    cut_edges(lo, hi, HVG_MEAN_BINS, edges);
+    for (int b = 0; b < HVG_MEAN_BINS; b++) avg[b] = dev[b] = 0.0;
+    for (int64_t g = 0; g < n_genes; g++) {
+        int b = 0; /* (edges below the mean) - 1, pandas' right-closed bins */
+        while (b + 1 < HVG_MEAN_BINS && edges[b + 1] < mean[g]) b++;
+        bin[g] = b;
+        if (isnan(disp[g])) continue;
+        count[b]++;
+        avg[b] += disp[g];
+    }
+    for (int b = 0; b < HVG_MEAN_BINS; b++) avg[b] = count[b] ? avg[b] / count[b] : NAN;
+    for (int64_t g = 0; g < n_genes; g++)
+        if (!isnan(disp[g])) dev[bin[g]] += (disp[g] - avg[bin[g]]) * (disp[g] - avg[bin[g]]);
+    for (int b = 0; b < HVG_MEAN_BINS; b++) {
+        dev[b] = count[b] > 1 ? sqrt(dev[b] / (count[b] - 1)) : NAN;
+        if (isnan(dev[b])) {
+            dev[b] = avg[b];
+            avg[b] = 0.0;
+        }
+    }
+    int64_t n_norm = 0;
+    for (int64_t g = 0; g < n_genes; g++) {
+        double z = (disp[g] - avg[bin[g]]) / dev[bin[g]];
+        if (!isnan(z)) norm[n_norm++] = z;
+        mean[g] = z; /* reused: the gene's normalised dispersion */
+    }
+    scfm_status st = SCFM_OK;
+    if (n_norm == 0) {
+        st = scfm_fail(err, SCFM_ERR_ARG, "hvg: no gene of the vocabulary varies across the %lld cells",
+                       (long long)n_cells);
+    } else {
+        qsort(norm, (size_t)n_norm, sizeof(double), compare_desc);
+        double cut = norm[(t->opt->hvg < n_norm ? t->opt->hvg : n_norm) - 1];
+        for (int64_t g = 0; g < n_genes; g++) {
+            t->in_set[first + g] = !isnan(mean[g]) && mean[g] >= cut;
+            t->n_set += t->in_set[first + g];
+        }
+    }
+    free(mean);
+    free(disp);
+    free(bin);
+    free(norm);
+    return st;
+}
+
+/* The statistics pass over this rank's even share of all cells, then the
+ * gene set on every rank. */
+static scfm_status select_hvg(tokenizer *t, scfm_error *err) {
+    const int64_t vocab_size = scfm_vocab_size(t->vocab), all = t->corpus.first[t->n_inputs];
+    const int64_t lo = all * t->rank / t->size, hi = all * (t->rank + 1) / t->size;
+    wide *sums = calloc(2 * (size_t)vocab_size, sizeof(wide));
+    t->in_set = calloc((size_t)vocab_size, 1);
+    int64_t n_cells = 0;
+    scfm_status st = sums && t->in_set ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int64_t cell = lo; cell < hi && st == SCFM_OK;) {
+        int k = 0;
+        if ((st = select_input(t, cell, &k, err)) != SCFM_OK) break;
+        int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell;
+        if (n > STATS_READ_CELLS) n = STATS_READ_CELLS;
+        if ((st = scfm_matrix_read(t->corpus.m, cell - t->corpus.first[k], n, &t->chunk, err)) != SCFM_OK) break;
+        for (int64_t i = 0; i < n && st == SCFM_OK; i++) {
+            double total = 0.0;
+            if ((st = scfm_corpus_cell_total(&t->corpus, k, &t->chunk, i, &total, err)) != SCFM_OK || total <= 0.0)
+                continue;
+            n_cells++;
+            for (int64_t e = t->chunk.indptr[i]; e < t->chunk.indptr[i + 1]; e++) {
+                int32_t token = t->gene_token[t->chunk.genes[e]];
+                if (token < 0) continue;
+                double x = (double)t->chunk.values[e] / total * SCFM_VOCAB_TARGET_SUM;
+                sums[2 * token] += to_fixed(x);
+                sums[2 * token + 1] += to_fixed(x * x);
+            }
+        }
+        cell += n;
+    }
+    st = scfm_comm_agree(t->comm, st, err);
+    if (st == SCFM_OK) st = sum_wide(t->comm, sums, 2 * vocab_size, err);
+    if (st == SCFM_OK) st = scfm_comm_sum_i64(t->comm, &n_cells, 1, err);
+    if (st == SCFM_OK) st = choose_hvg(t, sums, n_cells, err);
+    free(sums);
+    if (st != SCFM_OK || !t->opt->include_zeros) return st;
+    t->set_tokens = malloc(sizeof(int32_t) * (size_t)t->n_set);
+    t->dense = calloc((size_t)vocab_size, sizeof(float));
+    if (!t->set_tokens || !t->dense) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    t->n_set = 0;
+    for (int64_t token = 0; token < vocab_size; token++)
+        if (t->in_set[token]) t->set_tokens[t->n_set++] = (int32_t)token;
+    return SCFM_OK;
+}
+
+/* ---- encoding a round ---- */
+
+/* Room for `cells` cells and `tokens` tokens in this rank's share. */
+static int grow_round(tokenizer *t, int64_t cells, int64_t tokens) {
+    if (cells + 1 > t->cells_cap) {
+        int64_t cap = next_cap(t->cells_cap, cells + 1);
+        int ok =
+            resize(&t->offsets, sizeof(int64_t) * (size_t)cap) && resize(&t->cell_ids, sizeof(int64_t) * (size_t)cap);
+        for (int c = 0; ok && c < t->n_obs; c++) ok = resize(&t->codes[c], sizeof(int32_t) * (size_t)cap);
+        if (!ok) return 0;
+        t->cells_cap = cap;
+    }
+    if (tokens > t->tokens_cap) {
+        int64_t cap = next_cap(t->tokens_cap, tokens);
+        if (!resize(&t->tokens, sizeof(int32_t) * (size_t)cap) || !resize(&t->values, (size_t)cap)) return 0;
+        t->tokens_cap = cap;
+    }
+    return 1;
+}
+
+/* Room for one cell of n entries. */
+static int grow_row(tokenizer *t, int64_t n) {
+    if (n <= t->row_cap) return 1;
+    int64_t cap = next_cap(t->row_cap, n);
+    if (!resize(&t->row_tokens, sizeof(int32_t) * (size_t)cap) ||
+        !resize(&t->row_counts, sizeof(float) * (size_t)cap) ||
+        !resize(&t->entries, 2 * sizeof(scfm_cell_entry) * (size_t)cap))
+        return 0;
+    t->row_cap = cap;
+    return 1;
+}
+
+/* Cell i of the chunk (global id `cell`, from input k) onto this rank's share. */
+static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scfm_error *err) {
+    const scfm_tokenize_options *o = t->opt;
+    const scfm_vocab *v = t->vocab;
+    const scfm_cells_chunk *ch = &t->chunk;
+    double total = 0.0;
+    scfm_status st = scfm_corpus_cell_total(&t->corpus, k, ch, i, &total, err);
+    if (st != SCFM_OK) return st;
+    if (total <= 0.0) {
+        t->cells_empty++;
+        t->skipped++;
+        return SCFM_OK;
+    }
+    const int64_t nnz = ch->indptr[i + 1] - ch->indptr[i];
+    if (!grow_row(t, nnz > t->n_set ? nnz : t->n_set) || !grow_round(t, t->n_cells + 1, t->n_tokens + o->max_length))
+        return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    int n = 0;
+    for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++) {
+        int32_t token = t->gene_token[ch->genes[e]];
+        t->counts_in[2 * k + 1] += ch->values[e];
+        if (token < 0) {
+            t->counts_in[2 * k] += ch->values[e];
+            continue;
+        }
+        if (t->in_set && !t->in_set[token]) continue;
+        t->row_tokens[n] = token;
+        t->row_counts[n++] = ch->values[e];
+    }
+    const int nonzero = n;
+    if (t->set_tokens && n > 0) {
+        /* every gene of the set, in token order, zeros included */
+        for (int j = 0; j < n; j++) t->dense[t->row_tokens[j]] = t->row_counts[j];
+        for (n = 0; n < t->n_set; n++) {
+            t->row_tokens[n] = t->set_tokens[n];
+            t->row_counts[n] = t->dense[t->set_tokens[n]];
+            t->dense[t->set_tokens[n]] = 0.0f;
+        }
+    }
+    if (nonzero == 0) {
+        t->cells_empty_in_vocab++;
+        t->skipped++;
+        return SCFM_OK;
+    }
+    const int specials = (v->cls >= 0) + (v->eos >= 0);
+    int32_t *out = t->tokens + t->n_tokens;
+    int len;
+    if (o->mode == SCFM_TOKENIZE_RANK) {
+        scfm_rank_params p = {v->medians, (int32_t)v->n_special, v->target_sum, o->max_length, v->cls, v->eos};
+        len = scfm_rank_encode(&p, t->row_tokens, t->row_counts, n, total, t->entries, out);
+    } else {
+        scfm_bin_params p = {o->n_bins, o->log1p, v->target_sum, o->max_length, v->cls, v->eos, o->seed};
+        len = scfm_bin_encode(&p, cell, t->row_tokens, t->row_counts, n, total, t->entries, out,
+                              t->values + t->n_tokens);
+    }
+    t->cells_cut += n > o->max_length - specials;
+    t->cell_ids[t->n_cells] = cell;
+    for (int c = 0; c < t->n_obs; c++) {
+        const obs_column *col = &t->obs[c];
+        int32_t code = t->local_codes[(int64_t)c * ROUND_CELLS + i];
+        t->codes[c][t->n_cells] = code >= 0 && code < col->map_len[k] ? col->map[k][code] : -1;
+    }
+    t->n_tokens += len;
+    t->offsets[++t->n_cells] = t->n_tokens;
+    return SCFM_OK;
+}
+
+/* Global cells [lo, hi) (at most ROUND_CELLS) into this rank's share. */
+static scfm_status encode_range(tokenizer *t, int64_t lo, int64_t hi, scfm_error *err) {
+    t->n_cells = t->n_tokens = 0;
+    if (!grow_round(t, 1, 1)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    t->offsets[0] = 0;
+    scfm_status st = SCFM_OK;
+    for (int64_t cell = lo; cell < hi && st == SCFM_OK;) {
+        int k = 0;
+        if ((st = select_input(t, cell, &k, err)) != SCFM_OK) break;
+        int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell,
+                first = cell - t->corpus.first[k];
+        st = scfm_matrix_read(t->corpus.m, first, n, &t->chunk, err);
+        for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
+            st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, t->local_codes + (int64_t)c * ROUND_CELLS,
+                                       err);
+        for (int64_t i = 0; i < n && st == SCFM_OK; i++) st = encode_cell(t, k, cell + i, i, err);
+        cell += n;
+    }
+    return st;
+}
+
+/* ---- the whole run ---- */
+
+static void tokenizer_free(tokenizer *t) {
+    scfm_corpus_close(&t->corpus);
+    for (int c = 0; c < t->n_obs; c++) {
+        free_column(&t->obs[c], t->n_inputs);
+        if (t->codes) free(t->codes[c]);
+    }
+    free(t->obs);
+    free(t->codes);
+    free(t->local_codes);
+    free(t->counts_in);
+    free(t->in_set);
+    free(t->set_tokens);
+    free(t->gene_token);
+    free(t->dense);
+    scfm_cells_chunk_free(&t->chunk);
+    free(t->row_tokens);
+    free(t->row_counts);
+    free(t->entries);
+    free(t->offsets);
+    free(t->cell_ids);
+    free(t->tokens);
+    free(t->values);
+}
+
+void scfm_tokenize_report_free(scfm_tokenize_report *r) {
+    free(r->inputs);
+    memset(r, 0, sizeof *r);
+}
+
+static scfm_status check_options(const scfm_tokenize_options *o, const scfm_vocab *v, scfm_error *err) {
+    const int specials = (v->cls >= 0) + (v->eos >= 0);
+    if (o->max_length <= specials || o->max_length > (1 << 20))
+        return scfm_fail(err, SCFM_ERR_ARG, "max_length %d: must leave room for a gene after <cls>/<eos> and be at "
+                         "most 1048576", o->max_length);
+    if (o->cells_per_shard < 1) return scfm_fail(err, SCFM_ERR_ARG, "cells_per_shard must be at least 1");
+    if (o->mode == SCFM_TOKENIZE_BIN && (o->n_bins < 2 || o->n_bins > MAX_BINS))
+        return scfm_fail(err, SCFM_ERR_ARG, "bins %d: must be in [2, %d]", o->n_bins, MAX_BINS);
+    if (o->mode == SCFM_TOKENIZE_RANK && (o->hvg || o->include_zeros || o->log1p))
+        return scfm_fail(err, SCFM_ERR_ARG, "hvg, zeros and log1p belong to bin mode");
+    if (o->hvg < 0 || (o->include_zeros && o->hvg == 0))
+        return scfm_fail(err, SCFM_ERR_ARG, "including zero genes needs a highly-variable-gene set (hvg > 0)");
+    return SCFM_OK;
+}
+
+/* The columns named in opt->obs, in that order. */
+static scfm_status named_columns(tokenizer *t, scfm_error *err) {
+    t->obs_explicit = t->opt->obs != NULL;
+    if (!t->opt->obs || !t->opt->obs[0]) return SCFM_OK;
+    char *list = strdup(t->opt->obs), *save = NULL;
+    if (!list) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    scfm_status st = SCFM_OK;
+    for (char *name = strtok_r(list, ",", &save); name && st == SCFM_OK; name = strtok_r(NULL, ",", &save))
+        st = find_column(t, name) ? scfm_fail(err, SCFM_ERR_ARG, "obs column '%s' is named twice", name)
+                                  : add_column(t, name, err);
+    free(list);
+    return st;
+}
+
+static void describe(const tokenizer *t, char *out, size_t cap) {
+    const scfm_tokenize_options *o = t->opt;
+    const char *match = o->match_symbol ? "symbol" : "gene id";
+    if (o->mode == SCFM_TOKENIZE_RANK) {
+        snprintf(out, cap, "rank: genes matched by %s; value = count / cell total x %g / gene median (vocabulary); "
+                 "genes with a count by value, descending, ties by token id; at most %d tokens with <cls>/<eos>",
+                 match, t->vocab->target_sum, o->max_length);
+    } else {
+        char hvg[96] = "all vocabulary genes";
+        if (o->hvg) snprintf(hvg, sizeof hvg, "the %d most variable genes (scanpy seurat)%s", o->hvg,
+                             o->include_zeros ? ", zeros included in bin 0" : "");
+        snprintf(out, cap, "bin: genes matched by %s; %s of %s in %d quantile bins of the cell's non-zero values "
+                 "(scGPT); sampled down to %d tokens with <cls>/<eos> by Philox keys, seed %llu", match,
+                 o->log1p ? "log1p(count / cell total x 10000)" : "raw counts", hvg, o->n_bins, o->max_length,
+                 (unsigned long long)o->seed);
+    }
+}
+
+/* Every shard, in rounds; the caller has made out_dir.tmp. */
+static scfm_status write_shards(tokenizer *t, const char *out_dir, scfm_shard_meta *meta, scfm_error *err) {
+    const int64_t all = t->corpus.first[t->n_inputs], per = t->opt->cells_per_shard;
+    scfm_status st = SCFM_OK;
+    for (int s = 0; s < meta->n_shards && st == SCFM_OK; s++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s.tmp/shard_%05d.h5", out_dir, s);
+        meta->shard_index = s;
+        scfm_shard_writer *w = NULL;
+        if ((st = scfm_shard_create(t->comm, path, meta, &w, err)) != SCFM_OK) break;
+        const int64_t lo = s * per, hi = all < lo + per ? all : lo + per;
+        int64_t skipped = t->skipped;
+        for (int64_t b = lo; b < hi && st == SCFM_OK; b += (int64_t)t->size * ROUND_CELLS) {
+            const int64_t n = hi - b < (int64_t)t->size * ROUND_CELLS ? hi - b : (int64_t)t->size * ROUND_CELLS;
+            st = encode_range(t, b + n * t->rank / t->size, b + n * (t->rank + 1) / t->size, err);
+            st = scfm_comm_agree(t->comm, st, err);
+            if (st != SCFM_OK) break;
+            scfm_shard_cells part = {t->n_cells, t->offsets, t->tokens, meta->n_bins ? t->values : NULL, t->cell_ids,
+                                     (const int32_t *const *)t->codes};
+            st = scfm_shard_append(w, &part, err);
+            t->cells_written += t->n_cells;
+            t->tokens_written += t->n_tokens;
+            if (st == SCFM_OK && t->rank == 0 && t->opt->progress) t->opt->progress(b + n, all, t->opt->progress_user);
+        }
+        skipped = t->skipped - skipped;
+        if (st == SCFM_OK) st = scfm_comm_sum_i64(t->comm, &skipped, 1, err);
+        if (st == SCFM_OK) st = scfm_shard_finish(w, skipped, err);
+        else scfm_shard_abort(w);
+    }
+    return st;
+}
+
+scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *const *inputs, int n_inputs,
+                          const char *out_dir, const scfm_tokenize_options *opt, scfm_tokenize_report *report,
+                          scfm_error *err) {
+    memset(report, 0, sizeof *report);
+    scfm_status st = check_options(opt, vocab, err);
+    if (st != SCFM_OK) return st;
+    tokenizer t = {.vocab = vocab, .opt = opt, .comm = comm, .n_inputs = n_inputs};
+    t.rank = scfm_comm_rank(comm);
+    t.size = scfm_comm_size(comm);
+    report->n_inputs = n_inputs;
+    report->inputs = t.inputs = calloc((size_t)n_inputs + 1, sizeof *t.inputs);
+    t.counts_in = calloc(2 * (size_t)n_inputs + 1, sizeof(double));
+    if (!report->inputs || !t.counts_in) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if (st == SCFM_OK) st = named_columns(&t, err);
+    if (st == SCFM_OK) st = scfm_corpus_open(&t.corpus, inputs, n_inputs, &opt->matrix, scan_input, &t, err);
+    if (st == SCFM_OK && !t.obs_explicit) drop_partial_columns(&t);
+    const int64_t all = t.corpus.first ? t.corpus.first[n_inputs] : 0;
+    if (st == SCFM_OK && all == 0) st = scfm_fail(err, SCFM_ERR_ARG, "the inputs hold no cells");
+    const int64_t n_shards = all > 0 ? (all + opt->cells_per_shard - 1) / opt->cells_per_shard : 0;
+    if (st == SCFM_OK && n_shards > 99999)
+        st = scfm_fail(err, SCFM_ERR_ARG, "%lld shards: at most 99999 (raise cells_per_shard)", (long long)n_shards);
+    if (st == SCFM_OK) {
+        t.codes = calloc((size_t)t.n_obs + 1, sizeof(int32_t *));
+        t.local_codes = malloc(sizeof(int32_t) * ROUND_CELLS * (size_t)(t.n_obs + 1));
+        if (!t.codes || !t.local_codes) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    }
+    /* Nothing is created before every rank has read the inputs' descriptions. */
+    st = scfm_comm_agree(comm, st, err);
+    if (st == SCFM_OK && t.rank == 0) st = scfm_output_dir_begin(out_dir, opt->force, err);
+    st = scfm_comm_agree(comm, st, err);
+    if (st != SCFM_OK) {
+        tokenizer_free(&t);
+        return st;
+    }
+    if (opt->hvg > 0) st = select_hvg(&t, err);
+    char normalisation[512];
+    describe(&t, normalisation, sizeof normalisation);
+    const char **obs_names = calloc((size_t)t.n_obs + 1, sizeof(char *));
+    const char *const **obs_categories = calloc((size_t)t.n_obs + 1, sizeof(char **));
+    int *obs_n = calloc((size_t)t.n_obs + 1, sizeof(int));
+    int64_t *source_cells = malloc(sizeof(int64_t) * (size_t)n_inputs);
+    if (!obs_names || !obs_categories || !obs_n || !source_cells) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int c = 0; st == SCFM_OK && c < t.n_obs; c++) {
+        obs_names[c] = t.obs[c].name;
+        obs_categories[c] = (const char *const *)t.obs[c].categories;
+        obs_n[c] = t.obs[c].n_categories;
+    }
+    for (int k = 0; st == SCFM_OK && k < n_inputs; k++) source_cells[k] = t.corpus.first[k + 1] - t.corpus.first[k];
+    scfm_shard_meta meta = {
+        .mode = opt->mode == SCFM_TOKENIZE_RANK ? "rank" : "bin",
+        .vocab_size = scfm_vocab_size(vocab),
+        .vocab_hash = vocab->hash,
+        .max_length = opt->max_length,
+        .n_bins = opt->mode == SCFM_TOKENIZE_BIN ? opt->n_bins : 0,
+        .normalisation = normalisation,
+        .n_shards = (int)n_shards,
+        .n_sources = n_inputs,
+        .sources = inputs,
+        .source_cells = source_cells,
+        .n_obs = t.n_obs,
+        .obs_columns = obs_names,
+        .obs_n_categories = obs_n,
+        .obs_categories = obs_categories,
+    };
+    st = scfm_comm_agree(comm, st, err);
+    if (st == SCFM_OK) st = write_shards(&t, out_dir, &meta, err);
+    if (st == SCFM_OK) st = scfm_comm_sum_f64(comm, t.counts_in, 2 * (size_t)n_inputs, err);
+    if (st == SCFM_OK && t.rank == 0) st = scfm_output_dir_commit(out_dir, err);
+    st = scfm_comm_agree(comm, st, err);
+    if (st != SCFM_OK && t.rank == 0) scfm_output_dir_discard(out_dir);
+    int64_t totals[5] = {t.cells_written, t.tokens_written, t.cells_empty, t.cells_empty_in_vocab, t.cells_cut};
+    if (st == SCFM_OK) st = scfm_comm_sum_i64(comm, totals, 5, err);
+    if (st == SCFM_OK) {
+        report->cells = all;
+        report->cells_written = totals[0];
+        report->tokens_written = totals[1];
+        report->cells_empty = totals[2];
+        report->cells_empty_in_vocab = totals[3];
+        report->cells_cut = totals[4];
+        report->n_shards = (int)n_shards;
+        report->hvg_genes = t.n_set;
+        for (int k = 0; k < n_inputs; k++)
+            report->inputs[k].counts_outside =
+                t.counts_in[2 * k + 1] > 0 ? t.counts_in[2 * k] / t.counts_in[2 * k + 1] : 0.0;
+    }
+    free(obs_names);
+    free(obs_categories);
+    free(obs_n);
+    free(source_cells);
+    tokenizer_free(&t);
+    return st;
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# scfm vocab and scfm tokenize under mpirun: 1 and 2 ranks give the same
+# vocabulary and the same shards; the tokens equal the numpy references of
+# tests/reference/rank_encode_reference.py (when python3 has anndata, h5py and
+# pandas); outputs are refused when they exist, and a failed run leaves no
+# temporary directory.  usage: tokenize.sh SCFM SOURCE_DIR WORK_DIR
+set -euo pipefail
+scfm=$1 src=$2 work=$3
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+# In a sanitizer build, LeakSanitizer would report what Open MPI allocates for
+# the life of the process: its components stay loaded (so their frames have
+# names), stacks are unwound in full, and leaks inside Open MPI are
+# suppressed; scfm's own leaks are still reported.
+printf 'leak:%s\n' ompi_mpi_init ompi_mpi_finalize libmpi.so libopen-pal.so libopen-rte.so libpmix.so \
+    libhwloc.so libevent >lsan.supp
+export OMPI_MCA_mca_base_component_disable_dlclose=1 LSAN_OPTIONS="suppressions=$PWD/lsan.supp:print_suppressions=0"
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+fail() { echo "FAIL: $*"; exit 1; }
+np() { local n=$1; shift; mpirun --oversubscribe -np "$n" "$scfm" "$@"; }
+
+# Inputs: a simulated atlas and the readers' fixture (other genes, missing
+# categories, cells without counts), so the vocabulary is a union.
+fixture=$src/tests/fixtures/counts/csr_float32.h5ad
+inputs=()
+if "$scfm" --help | grep -q '^  simulate '; then
+    "$scfm" simulate -o sim.h5ad --cells 3000 --genes 400 --seed 3 --quiet
+    inputs+=(sim.h5ad)
+fi
+[[ -f $fixture ]] && inputs+=("$fixture")
+(( ${#inputs[@]} )) || fail "neither scfm simulate nor $fixture is available"
+
+python=0
+if python3 -c 'import anndata, h5py, numpy, pandas' 2>/dev/null; then python=1; fi
+reference() { if (( python )); then python3 "$src/tests/reference/rank_encode_reference.py" "$@"; else echo "reference: skipped (python3 lacks anndata, h5py or pandas)"; fi; }
+# Every dataset and attribute of two shard sets, compared.
+same_shards() {
+    if (( ! python )); then echo "shard comparison: skipped (no python3 with h5py)"; return; fi
+    python3 - "$1" "$2" <<'EOF'
+import glob, os, sys
+import h5py, numpy as np
+a_dir, b_dir = sys.argv[1:]
+names = sorted(os.path.basename(p) for p in glob.glob(f"{a_dir}/shard_*.h5"))
+assert names and names == sorted(os.path.basename(p) for p in glob.glob(f"{b_dir}/shard_*.h5")), "shard files differ"
+def walk(g, out, prefix=""):
+    out[prefix + "@"] = {k: np.asarray(v).tolist() for k, v in g.attrs.items()}
+    for k, v in g.items():
+        if isinstance(v, h5py.Group): walk(v, out, prefix + k + "/")
+        else: out[prefix + k] = (v.dtype.str, v[()])
+    return out
+for n in names:
+    a, b = walk(h5py.File(f"{a_dir}/{n}", "r"), {}), walk(h5py.File(f"{b_dir}/{n}", "r"), {})
+    assert a.keys() == b.keys(), f"{n}: objects differ"
+    for k in a:
+        if k.endswith("@"): assert a[k] == b[k], f"{n}: attributes of /{k[:-1]} differ"
+        else: assert a[k][0] == b[k][0] and np.array_equal(a[k][1], b[k][1]), f"{n}: /{k} differs"
+print(f"{a_dir} == {b_dir}: {len(names)} shards")
+EOF
+}
+
+# vocabulary: 1 and 2 ranks, byte for byte
+np 1 vocab "${inputs[@]}" -o vocab1 --special cls,eos --quiet
+np 2 vocab "${inputs[@]}" -o vocab2 --special cls,eos --quiet
+cmp vocab1/vocab.tsv vocab2/vocab.tsv || fail "vocabularies of 1 and 2 ranks differ"
+reference vocab --vocab vocab1 "${inputs[@]}"
+
+# rank mode, several shards
+np 1 tokenize --mode rank --vocab vocab1 "${inputs[@]}" -o rank1 --cells-per-shard 1000 --quiet
+np 2 tokenize --mode rank --vocab vocab1 "${inputs[@]}" -o rank2 --cells-per-shard 1000 --quiet
+same_shards rank1 rank2
+reference shards --vocab vocab1 --shards rank1 --mode rank "${inputs[@]}"
+
+# bin mode: log1p values sampled down; raw counts of the hvg set, zeros included
+np 1 tokenize --mode bin --vocab vocab1 "${inputs[@]}" -o bin1 --max-length 100 --seed 9 --quiet
+np 2 tokenize --mode bin --vocab vocab1 "${inputs[@]}" -o bin2 --max-length 100 --seed 9 --quiet
+same_shards bin1 bin2
+reference shards --vocab vocab1 --shards bin1 --mode bin --max-length 100 --seed 9 "${inputs[@]}"
+np 2 tokenize --mode bin --vocab vocab1 "${inputs[@]}" -o hvg2 --bin-input raw --bins 11 --hvg 60 \
+    --include-zeros --max-length 40 --cells-per-shard 1500 --quiet
+reference shards --vocab vocab1 --shards hvg2 --mode bin --bin-input raw --bins 11 --hvg 60 \
+    --include-zeros --max-length 40 "${inputs[@]}"
+
+# an existing output is refused (exit 2) unless --force; no temporary directory stays
+set +e
+np 2 tokenize --mode rank --vocab vocab1 "${inputs[@]}" -o rank1 --quiet 2>err.txt
+code=$?
+set -e
+[[ $code -eq 2 ]] || fail "an existing output gave exit code $code, not 2"
+grep -q -- "--force" err.txt || fail "the error does not mention --force: $(cat err.txt)"
+np 2 tokenize --mode rank --vocab vocab1 "${inputs[@]}" -o rank1 --force --quiet
+[[ ! -e rank1.tmp && ! -e vocab1.tmp ]] || fail "a temporary directory was left behind"
+
+# a failure on a rank stops every rank and removes the temporary directory
+set +e
+np 2 tokenize --mode rank --vocab vocab1 "${inputs[@]}" "$src/tests/fixtures/counts/bad_negative.h5ad" \
+    -o broken --quiet 2>err.txt
+code=$?
+set -e
+[[ $code -ne 0 ]] || fail "a negative count was accepted"
+[[ ! -e broken && ! -e broken.tmp ]] || fail "a failed run left broken or broken.tmp"
+echo "tokenize: ok (inputs: ${inputs[*]})"
