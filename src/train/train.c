@@ -1,8 +1,8 @@
-/* The masked-gene training loop on one process. A step draws `accumulate`
- * micro-batches of whole cells (at most micro_batch_tokens tokens each, at
- * least one cell), masks them, and averages the loss over every masked token
- * of the step. Epochs end at step boundaries, so every cell of a step shares
- * the epoch that keys its mask and dropout. */
+/* The masked-gene training loop on one process. A step takes `accumulate`
+ * masked micro-batches of whole cells (at most micro_batch_tokens tokens
+ * each, at least one cell) from the loader and averages the loss over every
+ * masked token of the step. Each micro-batch carries the epoch its cells were
+ * drawn in, which keys their dropout; an epoch may end inside a step. */
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -14,52 +14,10 @@
 #include "scfm/model.h"
 #include "scfm/train.h"
 
-typedef struct {
-    scfm_shards *shards;
-    int64_t *order;   /* this epoch's permutation of cell ids */
-    int64_t n_cells, cursor;
-    uint32_t epoch;
-    uint64_t seed;
-    int max_len;
-} cell_stream;
-
-/* Fisher-Yates with Philox keyed by (seed, epoch, i): the order depends only
- * on the seed and the epoch. */
-static void shuffle(cell_stream *cs) {
-    for (int64_t i = 0; i < cs->n_cells; i++) cs->order[i] = i;
-    for (int64_t i = cs->n_cells - 1; i > 0; i--) {
-        uint32_t ctr[4] = {(uint32_t)i, (uint32_t)((uint64_t)i >> 32), cs->epoch, SCFM_STREAM_SHUFFLE};
-        uint32_t r[4];
-        scfm_philox(cs->seed, ctr, r);
-        uint64_t j = (((uint64_t)r[0] << 32) | r[1]) % (uint64_t)(i + 1);
-        int64_t tmp = cs->order[i];
-        cs->order[i] = cs->order[j];
-        cs->order[j] = tmp;
-    }
-}
-
-/* Fills b with the next cells of the epoch; leaves it empty at the end. */
-static scfm_status next_batch(cell_stream *cs, scfm_batch *b, int64_t max_tokens, scfm_error *err) {
-    scfm_batch_clear(b);
-    while (cs->cursor < cs->n_cells) {
-        const int32_t *tokens;
-        int length;
-        int64_t id = cs->order[cs->cursor];
-        scfm_status st = scfm_shards_cell(cs->shards, id, &tokens, &length, err);
-        if (st != SCFM_OK) return st;
-        if (length > cs->max_len) length = cs->max_len;
-        if (b->n_cells > 0 && b->n_tokens + length > max_tokens) break;
-        cs->cursor++;
-        if (length == 0) continue;
-        st = scfm_batch_add_cell(b, id, tokens, length, err);
-        if (st != SCFM_OK) return st;
-    }
-    return SCFM_OK;
-}
-
 /* run_dir/step_NNNNNNN/{model.safetensors,config.cfg}; only the newest
- * `keep` step directories stay. Resumable checkpoints (optimiser state, data
- * position) are the distributed issue's work. */
+ * `keep` step directories stay. Resumable checkpoints (optimiser state, the
+ * data position from scfm_loader_get_position) are the distributed issue's
+ * work. */
 static scfm_status save_step(const scfm_config *cfg, const char *run_dir, const scfm_model *model,
                              int64_t step, scfm_error *err) {
     char name[32], dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX];
@@ -94,24 +52,24 @@ static void write_metrics(FILE *f, const scfm_train_progress *p) {
 }
 
 typedef struct {
-    scfm_shards *shards;
+    scfm_loader *loader;
     scfm_model *model;
     float *adam_m, *adam_v;
     scfm_batch *batches;
+    uint32_t *epochs;  /* of each micro-batch */
     int n_batches;
-    int64_t *order;
     FILE *metrics;
 } train_resources;
 
 static void release(train_resources *r) {
     if (r->metrics) fclose(r->metrics);
+    scfm_loader_close(r->loader);
     for (int i = 0; i < r->n_batches; i++) scfm_batch_free(&r->batches[i]);
     free(r->batches);
-    free(r->order);
+    free(r->epochs);
     scfm_free(r->adam_m);
     scfm_free(r->adam_v);
     scfm_model_free(r->model);
-    scfm_shards_close(r->shards);
 }
 
 static scfm_status prepare_run_dir(const scfm_config *cfg, char *run_dir, size_t cap, FILE **metrics,
@@ -136,9 +94,20 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: data.shards is not set", cfg->source[0] ? cfg->source : "config");
     if (tc->threads > 0) omp_set_num_threads(tc->threads);
 
-    if ((st = scfm_shards_open(cfg->data.shards, &r.shards, err)) != SCFM_OK) goto out;
+    /* Random replacement tokens come from the model's vocabulary (0: the
+     * shards', which the model then takes too). */
+    scfm_loader_config lc = {
+        .seed = (uint64_t)tc->seed,
+        .rank = 0,
+        .world = 1,
+        .max_len = cfg->model.max_len,
+        .micro_batch_tokens = tc->micro_batch_tokens,
+        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, SCFM_TOKEN_MASK + 1,
+                 cfg->model.vocab_size},
+    };
+    if ((st = scfm_loader_open(cfg->data.shards, &lc, NULL, &r.loader, err)) != SCFM_OK) goto out;
     scfm_model_config mc = cfg->model;
-    int data_vocab = scfm_shards_vocab_size(r.shards);
+    int data_vocab = scfm_loader_vocab_size(r.loader);
     if (mc.vocab_size == 0) mc.vocab_size = data_vocab;
     if (mc.vocab_size < data_vocab) {
         st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.vocab_size (%d) is smaller than the shards' vocabulary (%d)",
@@ -152,9 +121,8 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
     r.adam_v = scfm_alloc(sizeof(float) * n_params);
     r.n_batches = tc->accumulate;
     r.batches = calloc((size_t)tc->accumulate, sizeof(scfm_batch));
-    int64_t n_cells = scfm_shards_num_cells(r.shards);
-    r.order = malloc(sizeof(int64_t) * (size_t)n_cells);
-    if (!r.adam_m || !r.adam_v || !r.batches || !r.order) {
+    r.epochs = calloc((size_t)tc->accumulate, sizeof(uint32_t));
+    if (!r.adam_m || !r.adam_v || !r.batches || !r.epochs) {
         st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for optimiser state of %zu parameters", n_params);
         goto out;
     }
@@ -163,23 +131,16 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
     resolved.model.vocab_size = mc.vocab_size;
     if ((st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err)) != SCFM_OK) goto out;
 
-    cell_stream cs = {r.shards, r.order, n_cells, 0, 0, (uint64_t)tc->seed, mc.max_len};
-    shuffle(&cs);
-    scfm_mask_config mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob,
-                             SCFM_TOKEN_MASK + 1, mc.vocab_size};
     const double start = scfm_now();
     int64_t total_tokens = 0;
     for (int64_t step = 0; step < tc->steps; step++) {
-        double t0 = scfm_now();
-        if (cs.cursor >= cs.n_cells) {
-            cs.epoch++;
-            cs.cursor = 0;
-            shuffle(&cs);
-        }
+        /* data_s is the time spent waiting for the loader, not its work. */
         int64_t step_targets = 0, step_tokens = 0;
+        double data_s = 0.0;
         for (int a = 0; a < r.n_batches; a++) {
-            if ((st = next_batch(&cs, &r.batches[a], tc->micro_batch_tokens, err)) != SCFM_OK) goto out;
-            scfm_batch_mask(&r.batches[a], &mask, (uint64_t)tc->seed, cs.epoch);
+            double t0 = scfm_now();
+            if ((st = scfm_loader_next(r.loader, &r.batches[a], &r.epochs[a], err)) != SCFM_OK) goto out;
+            data_s += scfm_now() - t0;
             step_targets += r.batches[a].n_targets;
             step_tokens += r.batches[a].n_tokens;
         }
@@ -189,7 +150,7 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
         for (int a = 0; a < r.n_batches && step_targets > 0; a++) {
             if (r.batches[a].n_targets == 0) continue;
             double part = 0.0;
-            st = scfm_model_forward(r.model, &r.batches[a], 1, (uint64_t)tc->seed, cs.epoch, &part, err);
+            st = scfm_model_forward(r.model, &r.batches[a], 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
             if (st != SCFM_OK) goto out;
             scfm_model_backward(r.model, &r.batches[a], 1.0f / (float)step_targets);
             loss_sum += part;
@@ -221,8 +182,8 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
         p.tokens_per_s = (double)total_tokens / p.elapsed_s;
         p.eta_s = p.elapsed_s / (double)p.step * (double)(tc->steps - p.step);
         p.compute_s = t2 - t1;
-        p.data_s = t1 - t0;
-        p.epoch = (int)cs.epoch;
+        p.data_s = data_s;
+        p.epoch = (int)r.epochs[r.n_batches - 1];
         write_metrics(r.metrics, &p);
         if (on_step) on_step(&p, user);
         int due = cfg->checkpoint.every > 0 && (step + 1) % cfg->checkpoint.every == 0;
