@@ -34,6 +34,7 @@ typedef struct {
 
 typedef struct {
     char shards[SCFM_PATH_MAX];  /* directory of shard_*.h5 files */
+    char vocab[SCFM_PATH_MAX];   /* "" or the vocabulary the shards were made with */
 } scfm_data_config;
 
 typedef struct {

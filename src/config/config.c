@@ -70,6 +70,9 @@ static const char *const sections[] = {"data", "model", "train", "checkpoint"};
 static const key_desc keys[] = {
     STRING("data", "shards", data.shards, "", 0,
            "directory of `shard_*.h5` token files (required by `scfm train`)"),
+    STRING("data", "vocab", data.vocab, "", 0,
+           "vocabulary directory of `scfm vocab`: training refuses shards made with another vocabulary "
+           "and never masks its `<cls>`/`<eos>`; empty: no check, tokens below 2 are special"),
 
     INT("model", "vocab_size", model.vocab_size, 0, 3, INT_MAX, F_ZERO_OK,
         "token vocabulary size; 0 takes it from the shards"),

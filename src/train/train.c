@@ -86,6 +86,22 @@ static scfm_status prepare_run_dir(const scfm_config *cfg, char *run_dir, size_t
     return SCFM_OK;
 }
 
+/* Refuses shards made with another vocabulary than data.vocab, and tells
+ * where its genes start (after <pad>, <mask> and any <cls>/<eos>), so
+ * masking never picks a special token. Runs before the loader's thread owns
+ * HDF5. */
+static scfm_status check_vocabulary(const scfm_config *cfg, int *first_gene, scfm_error *err) {
+    scfm_vocab *v = NULL;
+    scfm_shards *s = NULL;
+    scfm_status st = scfm_vocab_read(cfg->data.vocab, &v, err);
+    if (st == SCFM_OK) st = scfm_shards_open(cfg->data.shards, &s, err);
+    if (st == SCFM_OK) st = scfm_shards_expect_vocab(s, v, err);
+    if (st == SCFM_OK) *first_gene = v->n_special;
+    scfm_shards_close(s);
+    scfm_vocab_free(v);
+    return st;
+}
+
 scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *user, scfm_error *err) {
     const scfm_train_config *tc = &cfg->train;
     train_resources r = {0};
@@ -94,6 +110,8 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: data.shards is not set", cfg->source[0] ? cfg->source : "config");
     if (tc->threads > 0) omp_set_num_threads(tc->threads);
 
+    int first_gene = SCFM_TOKEN_MASK + 1;
+    if (cfg->data.vocab[0] && (st = check_vocabulary(cfg, &first_gene, err)) != SCFM_OK) return st;
     /* Random replacement tokens come from the model's vocabulary (0: the
      * shards', which the model then takes too). */
     scfm_loader_config lc = {
@@ -102,8 +120,7 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
         .world = 1,
         .max_len = cfg->model.max_len,
         .micro_batch_tokens = tc->micro_batch_tokens,
-        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, SCFM_TOKEN_MASK + 1,
-                 cfg->model.vocab_size},
+        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, first_gene, cfg->model.vocab_size},
     };
     if ((st = scfm_loader_open(cfg->data.shards, &lc, NULL, &r.loader, err)) != SCFM_OK) goto out;
     scfm_model_config mc = cfg->model;

@@ -7,7 +7,7 @@ make_tokens=$(dirname "$scfm")/tests/make_tokens
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 steps=150
 "$make_tokens" tokens 1000 >/dev/null
-"$scfm" train "$src/configs/tiny.cfg" --set data.shards=tokens --set checkpoint.dir=ck \
+"$scfm" train "$src/configs/tiny.cfg" --set data.shards=tokens --set data.vocab= --set checkpoint.dir=ck \
     --set train.steps=$steps --set train.warmup_steps=15 --quiet
 run=ck/tiny
 for f in config.cfg metrics.jsonl step_0000$steps/model.safetensors step_0000$steps/config.cfg; do

@@ -461,7 +461,8 @@ static void test_shipped_configs(void) {
     CU_ASSERT_EQUAL_FATAL(scfm_config_load(&cfg, SCFM_TEST_SOURCE_DIR "/../configs/tiny.cfg",
                                            NULL, 0, &err),
                           SCFM_OK);
-    CU_ASSERT_STRING_EQUAL(cfg.data.shards, "build/fixtures/tokens");
+    CU_ASSERT_STRING_EQUAL(cfg.data.shards, "build/quickstart/shards");
+    CU_ASSERT_STRING_EQUAL(cfg.data.vocab, "build/quickstart/vocab");
     CU_ASSERT_EQUAL(cfg.model.layers, 2);
     CU_ASSERT_EQUAL(cfg.model.hidden, 64);
     CU_ASSERT_EQUAL(cfg.model.activation, SCFM_ACT_GELU);
@@ -503,10 +504,10 @@ static void test_reference(void) {
     CU_ASSERT_PTR_NOT_NULL(
         strstr(mem, "| `model.activation` | enum | `\"relu\"` | `gelu`, `relu` |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(mem, "| `checkpoint.dir` | string | `\"checkpoints\"` |"));
-    /* One row per key: 36 keys plus the two header lines. */
+    /* One row per key: 37 keys plus the two header lines. */
     int lines = 0;
     for (const char *p = mem; *p; p++) lines += *p == '\n';
-    CU_ASSERT_EQUAL(lines, 38);
+    CU_ASSERT_EQUAL(lines, 39);
     free(mem);
 }
 
