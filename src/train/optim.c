@@ -1,5 +1,6 @@
 /* AdamW and the learning-rate schedule. */
 #include <math.h>
+#include <omp.h>
 
 #include "scfm/train.h"
 
@@ -14,10 +15,27 @@ double scfm_lr_at(const scfm_train_config *t, int64_t step) {
 }
 
 double scfm_grad_norm(const float *grads, size_t n) {
-    double sum = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : sum)
-    for (size_t i = 0; i < n; i++) sum += (double)grads[i] * grads[i];
-    return sqrt(sum);
+    /* Each thread sums a fixed slice; the slices are added in order, so the
+     * norm does not depend on scheduling (a resumed run repeats exactly). */
+    enum { MAX_SLICES = 256 };
+    double partial[MAX_SLICES] = {0};
+    int slices = 1;
+#pragma omp parallel
+    {
+        int nth = omp_get_num_threads() < MAX_SLICES ? omp_get_num_threads() : MAX_SLICES;
+        int id = omp_get_thread_num();
+#pragma omp single
+        slices = nth;
+        if (id < nth) {
+            size_t lo = n * (size_t)id / (size_t)nth, hi = n * (size_t)(id + 1) / (size_t)nth;
+            double sum = 0.0;
+            for (size_t i = lo; i < hi; i++) sum += (double)grads[i] * grads[i];
+            partial[id] = sum;
+        }
+    }
+    double total = 0.0;
+    for (int i = 0; i < slices; i++) total += partial[i];
+    return sqrt(total);
 }
 
 void scfm_adamw_step(scfm_model *model, float *m, float *v, int64_t t, double lr,

@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -114,46 +115,34 @@ void scfm_layernorm_forward(float *out, float *mean, float *rstd, const float *i
 void scfm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, const float *mean,
                              const float *rstd, int T, int C) {
+    /* Two passes, both with a fixed summation order, so the result does not
+     * depend on thread scheduling and a resumed run repeats bit for bit:
+     * dinp by token, then dw/db by channel (each thread owns a slice). */
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *x = inp + (size_t)t * C, *d = dout + (size_t)t * C;
+        float *dx = dinp + (size_t)t * C;
+        float m = mean[t], s = rstd[t];
+        float sum_dn = 0.0f, sum_dn_n = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float dn = d[i] * w[i];
+            sum_dn += dn;
+            sum_dn_n += dn * (x[i] - m) * s;
+        }
+        sum_dn /= (float)C;
+        sum_dn_n /= (float)C;
+        for (int i = 0; i < C; i++) dx[i] += s * (d[i] * w[i] - sum_dn - (x[i] - m) * s * sum_dn_n);
+    }
 #pragma omp parallel
     {
-        /* Per-thread partial sums for dw/db, reduced once at the end. */
-        float partial[2 * 4096];
-        float *pdw = C <= 4096 ? partial : NULL, *pdb = C <= 4096 ? partial + C : NULL;
-        if (pdw) memset(partial, 0, sizeof(float) * 2 * C);
-#pragma omp for schedule(static)
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int lo = (int)((long)C * id / nth), hi = (int)((long)C * (id + 1) / nth);
         for (int t = 0; t < T; t++) {
             const float *x = inp + (size_t)t * C, *d = dout + (size_t)t * C;
-            float *dx = dinp + (size_t)t * C;
             float m = mean[t], s = rstd[t];
-            float sum_dn = 0.0f, sum_dn_n = 0.0f;
-            for (int i = 0; i < C; i++) {
-                float n = (x[i] - m) * s;
-                float dn = d[i] * w[i];
-                sum_dn += dn;
-                sum_dn_n += dn * n;
-            }
-            sum_dn /= (float)C;
-            sum_dn_n /= (float)C;
-            for (int i = 0; i < C; i++) {
-                float n = (x[i] - m) * s;
-                float dn = d[i] * w[i];
-                dx[i] += s * (dn - sum_dn - n * sum_dn_n);
-                if (pdw) {
-                    pdw[i] += d[i] * n;
-                    pdb[i] += d[i];
-                } else {
-#pragma omp atomic
-                    dw[i] += d[i] * n;
-#pragma omp atomic
-                    db[i] += d[i];
-                }
-            }
-        }
-        if (pdw) {
-#pragma omp critical
-            for (int i = 0; i < C; i++) {
-                dw[i] += pdw[i];
-                db[i] += pdb[i];
+            for (int i = lo; i < hi; i++) {
+                dw[i] += d[i] * (x[i] - m) * s;
+                db[i] += d[i];
             }
         }
     }
@@ -227,15 +216,21 @@ void scfm_relu_backward(float *dinp, const float *inp, const float *dout, size_t
 /* ---- cross-entropy ---------------------------------------------------- */
 
 double scfm_crossentropy_forward(float *logits, const int32_t *labels, int N, int V) {
+    /* Per-row losses summed in row order: the total does not depend on
+     * thread scheduling. */
+    double *row_loss = malloc(sizeof(double) * (size_t)(N > 0 ? N : 1));
     double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         float *z = logits + (size_t)n * V;
         float label_logit = z[labels[n]], mx, sum;
         scfm_softmax_row(z, V, &mx, &sum);
-        total += (double)(logf(sum) + mx - label_logit);
+        double loss = (double)(logf(sum) + mx - label_logit);
+        if (row_loss) row_loss[n] = loss;
     }
-    return total;
+    for (int n = 0; row_loss && n < N; n++) total += row_loss[n];
+    free(row_loss);
+    return row_loss ? total : NAN;
 }
 
 void scfm_crossentropy_backward(float *probs, const int32_t *labels, int N, int V, float scale) {
