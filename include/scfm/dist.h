@@ -37,6 +37,18 @@ scfm_status scfm_comm_bcast(scfm_comm *c, void *data, size_t bytes, int root, sc
 scfm_status scfm_comm_allgather(scfm_comm *c, const void *data, size_t bytes, void *out,
                                 scfm_error *err);
 
+/* Non-blocking in-place sum of n floats over all ranks: the data-parallel
+ * gradient reduction, started while backward still runs. The values must
+ * not be touched until scfm_comm_wait returns. */
+typedef struct scfm_comm_request scfm_comm_request;
+scfm_status scfm_comm_isum_f32(scfm_comm *c, float *values, size_t n, scfm_comm_request **req,
+                               scfm_error *err);
+/* Lets pending reductions advance (MPI moves non-blocking collectives only
+ * inside MPI calls); cheap, call it between pieces of work. */
+void scfm_comm_progress(scfm_comm_request *const *reqs, int n);
+/* Waits for a request and frees it. */
+scfm_status scfm_comm_wait(scfm_comm_request *req, scfm_error *err);
+
 /* Collective: the worst status over all ranks. When this rank succeeded but
  * another failed, err gets "rank R failed: <its message>", so every rank
  * stops together and reports the cause. */

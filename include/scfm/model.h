@@ -72,6 +72,19 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
  * tensor when one is missing or shaped differently. */
 scfm_status scfm_model_load(scfm_model *m, const char *path, scfm_error *err);
 
+/* Called during scfm_model_backward as soon as the gradients of params
+ * [offset, offset + size) are final for that pass, in the order the pass
+ * finishes them: the head (with the final norm), the layers from last to
+ * first, then the embeddings (the word embeddings take the tied decoder's
+ * gradient, so they come last). Data-parallel training starts reducing each
+ * range there, overlapping communication with the rest of backward. NULL
+ * turns it off. */
+typedef void (*scfm_grad_ready_fn)(size_t offset, size_t size, void *user);
+void scfm_model_set_grad_ready(scfm_model *m, scfm_grad_ready_fn fn, void *user);
+/* The ranges scfm_grad_ready_fn reports, in the same order (NULL arrays:
+ * only the count, layers + 2). */
+int scfm_model_grad_ranges(const scfm_model *m, size_t *offset, size_t *size);
+
 /* Final hidden states of the last forward, [n_tokens, hidden]. */
 const float *scfm_model_hidden(const scfm_model *m);
 

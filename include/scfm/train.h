@@ -3,11 +3,13 @@
 #ifndef SCFM_TRAIN_H
 #define SCFM_TRAIN_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "scfm/config.h"
 #include "scfm/core.h"
+#include "scfm/dist.h"
 #include "scfm/model.h"
 
 #ifdef __cplusplus
@@ -36,11 +38,11 @@ void scfm_adamw_step(scfm_model *model, float *m, float *v, int64_t t, double lr
  * a function of (seed, epoch, cell, position), so this state is all a resumed
  * run needs to continue bit for bit. */
 typedef struct {
-    int64_t step;            /* optimiser steps done */
-    uint32_t loader_epoch;   /* where the data stream resumes */
-    int64_t loader_offset;
-    int world_size;          /* ranks that wrote it */
+    int64_t step;                    /* optimiser steps done */
     int64_t tokens_seen;
+    int world_size;                  /* ranks that wrote it */
+    scfm_loader_position *positions; /* [world_size]: where each rank's data stream resumes;
+                                        scfm_checkpoint_read allocates it (free()) */
 } scfm_checkpoint_state;
 
 scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
@@ -83,17 +85,33 @@ typedef struct {
     int64_t targets;
     double tokens_per_s;  /* over the whole run so far */
     double elapsed_s, eta_s;
-    double compute_s, data_s; /* this step */
+    double compute_s, data_s; /* this step: compute, waiting for the loader */
+    double comm_s;            /* this step: waiting for reductions not hidden behind backward */
+    double checkpoint_s;      /* this step: writing a checkpoint */
+    int world_size;
     int epoch;
 } scfm_train_progress;
 
 typedef void (*scfm_progress_fn)(const scfm_train_progress *p, void *user);
 
-/* Trains from cfg (data, model, optimiser) on one process. Writes the
- * resolved configuration, metrics.jsonl and model weights into
- * checkpoint.dir/checkpoint.run. on_step is called after every step. */
-scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *user,
-                       scfm_error *err);
+typedef struct {
+    scfm_comm *comm;                    /* the ranks training together (one replica each) */
+    int resume;                         /* continue from the run directory's newest good checkpoint */
+    const volatile sig_atomic_t *stop;  /* set (by a signal handler) to checkpoint and stop at the next step */
+    scfm_progress_fn on_step;           /* rank 0, after every step; may be NULL */
+    void (*on_notice)(const char *message, void *user); /* rank 0: things worth a warning; may be NULL */
+    void *user;
+} scfm_train_options;
+
+/* Trains from cfg (data, model, optimiser) data-parallel over opt->comm:
+ * every rank streams its own cells; gradients are summed over ranks in
+ * buckets started during backward; the loss is averaged over the masked
+ * tokens of the whole step on all ranks. Rank 0 writes the resolved
+ * configuration, metrics.jsonl and checkpoints into
+ * checkpoint.dir/checkpoint.run. Collective: every rank returns the same
+ * status; SCFM_ERR_INTERRUPTED after a stop request was honoured (a
+ * checkpoint was written). */
+scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err);
 
 #ifdef __cplusplus
 }

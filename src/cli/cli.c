@@ -16,9 +16,13 @@ int scfm_cli_usage_error(const char *help, const char *fmt, const char *arg) {
     return SCFM_EXIT_USAGE;
 }
 
+int scfm_cli_exit_code(const scfm_error *err) {
+    return err->status == SCFM_ERR_CONFIG || err->status == SCFM_ERR_ARG ? SCFM_EXIT_USAGE : SCFM_EXIT_RUNTIME;
+}
+
 int scfm_cli_fail(const scfm_error *err) {
     fprintf(stderr, "scfm: %s\n", err->message);
-    return err->status == SCFM_ERR_CONFIG || err->status == SCFM_ERR_ARG ? SCFM_EXIT_USAGE : SCFM_EXIT_RUNTIME;
+    return scfm_cli_exit_code(err);
 }
 
 void scfm_cli_format_duration(double seconds, char *out, size_t cap) {

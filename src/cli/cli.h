@@ -7,8 +7,9 @@
 #include <stddef.h>
 
 #include "scfm/core.h"
+#include "scfm/io.h"
 
-enum { SCFM_EXIT_RUNTIME = 1, SCFM_EXIT_USAGE = 2 };
+enum { SCFM_EXIT_RUNTIME = 1, SCFM_EXIT_USAGE = 2, SCFM_EXIT_STOPPED = 3 };
 
 /* 1 when -h or --help is among the arguments. */
 int scfm_cli_wants_help(int argc, char **argv);
@@ -16,8 +17,35 @@ int scfm_cli_wants_help(int argc, char **argv);
 int scfm_cli_usage_error(const char *help, const char *fmt, const char *arg);
 /* Prints "scfm: <err.message>"; returns the exit code for its status. */
 int scfm_cli_fail(const scfm_error *err);
+/* The exit code for a failure, without printing (ranks other than 0). */
+int scfm_cli_exit_code(const scfm_error *err);
+/* For a command that runs on every MPI rank, where every rank has the same
+ * status st: rank 0 prints err; the exit code for st. */
+int scfm_cli_fail_ranks(int rank, scfm_status st, const scfm_error *err);
 /* H:MM:SS or M:SS. */
 void scfm_cli_format_duration(double seconds, char *out, size_t cap);
+
+/* What the commands that read count matrices (vocab, tokenize) share: the
+ * INPUT arguments and the options below; each command documents --force and
+ * --quiet in its own words. */
+#define SCFM_CLI_MATRIX_HELP                                                     \
+    "  --use-raw           h5ad: read raw/X and raw/var instead of X\n"          \
+    "  --allow-non-integer accept non-integer counts (they must still be >= 0)\n"
+
+typedef struct {
+    scfm_matrix_options matrix; /* --use-raw, --allow-non-integer */
+    int force, quiet;           /* --force, --quiet */
+    const char **inputs;        /* the INPUT arguments in order; NULL when out of memory */
+    int n_inputs;
+} scfm_cli_inputs;
+
+/* Counts required, no flags, and room for the inputs among argc arguments. */
+scfm_cli_inputs scfm_cli_inputs_new(int argc);
+/* Takes arg when it is one of the shared options or an INPUT (an argument
+ * that does not start with '-', or "-" itself): 1 when taken, 0 when it is
+ * another option. */
+int scfm_cli_inputs_take(scfm_cli_inputs *in, const char *arg);
+void scfm_cli_inputs_free(scfm_cli_inputs *in);
 
 /* The subcommands: each takes the arguments after its name. */
 int scfm_cmd_train(int argc, char **argv);

@@ -100,6 +100,47 @@ scfm_status scfm_comm_allgather(scfm_comm *c, const void *data, size_t bytes, vo
     return mpi_check(MPI_Allgather(data, (int)bytes, MPI_BYTE, out, (int)bytes, MPI_BYTE, c->comm), "allgather", err);
 }
 
+/* A reduction larger than an int count is split into slices, each its own
+ * MPI request. */
+struct scfm_comm_request {
+    int n;
+    MPI_Request mpi[];
+};
+
+scfm_status scfm_comm_isum_f32(scfm_comm *c, float *values, size_t n, scfm_comm_request **req,
+                               scfm_error *err) {
+    const size_t slice = (size_t)1 << 30;
+    int slices = n == 0 ? 0 : (int)((n + slice - 1) / slice);
+    scfm_comm_request *r = malloc(sizeof *r + sizeof(MPI_Request) * (size_t)(slices > 0 ? slices : 1));
+    if (!r) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for a reduction request");
+    r->n = slices;
+    for (int i = 0; i < slices; i++) {
+        size_t at = (size_t)i * slice, count = n - at < slice ? n - at : slice;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, values + at, (int)count, MPI_FLOAT, MPI_SUM, c->comm, &r->mpi[i]);
+        if (rc != MPI_SUCCESS) {
+            r->n = i;
+            scfm_comm_wait(r, NULL);
+            return mpi_check(rc, "iallreduce", err);
+        }
+    }
+    *req = r;
+    return SCFM_OK;
+}
+
+void scfm_comm_progress(scfm_comm_request *const *reqs, int n) {
+    for (int i = 0; i < n; i++) {
+        int done = 0;
+        if (reqs[i] && reqs[i]->n > 0) MPI_Testall(reqs[i]->n, reqs[i]->mpi, &done, MPI_STATUSES_IGNORE);
+    }
+}
+
+scfm_status scfm_comm_wait(scfm_comm_request *req, scfm_error *err) {
+    int rc = req->n > 0 ? MPI_Waitall(req->n, req->mpi, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
+    free(req);
+    if (rc != MPI_SUCCESS && err) return mpi_check(rc, "waiting for a reduction", err);
+    return rc == MPI_SUCCESS ? SCFM_OK : SCFM_ERR_IO;
+}
+
 scfm_status scfm_comm_agree(scfm_comm *c, scfm_status local, scfm_error *err) {
     /* The lowest failing rank reports: the maximum of (size - rank) picks it. */
     int64_t key = local != SCFM_OK ? (int64_t)(c->size - c->rank) : 0;

@@ -51,6 +51,9 @@ struct scfm_model {
     weights w, g;
     scfm_tensor_info *tensors;
     int n_tensors;
+    size_t *layer_begin;     /* [layers + 1]: where each layer's parameters start; the last is the head's */
+    scfm_grad_ready_fn grad_ready;
+    void *grad_ready_user;
 
     /* activation arena, sized for cap_T tokens, cap_N targets, cap_probs */
     int cap_T, cap_N;
@@ -126,6 +129,7 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
     v->ln_e_w = place(&lw, "bert.embeddings.LayerNorm.weight", C, 0, 0);
     v->ln_e_b = place(&lw, "bert.embeddings.LayerNorm.bias", C, 0, 0);
     for (int l = 0; l < m->NL; l++) {
+        if (record) m->layer_begin[l] = lw.offset;
         layer_weights *L = &v->layers[l];
         char pre[40], name[128];
         snprintf(pre, sizeof pre, "bert.encoder.layer.%d", l);
@@ -144,6 +148,7 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
         L->ln_f_b = place(&lw, NAMED("output.LayerNorm.bias"), C, 0, 0);
 #undef NAMED
     }
+    if (record) m->layer_begin[m->NL] = lw.offset;
     if (m->cfg.norm == SCFM_NORM_PRE) {
         v->ln_fin_w = place(&lw, "bert.encoder.final_layer_norm.weight", C, 0, 0);
         v->ln_fin_b = place(&lw, "bert.encoder.final_layer_norm.bias", C, 0, 0);
@@ -179,7 +184,8 @@ scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, sc
     m->g.layers = calloc((size_t)m->NL, sizeof(layer_weights));
     m->acts = calloc((size_t)m->NL, sizeof(layer_acts));
     m->tensors = calloc((size_t)(16 * m->NL + 16), sizeof(scfm_tensor_info));
-    if (!m->w.layers || !m->g.layers || !m->acts || !m->tensors) goto nomem;
+    m->layer_begin = calloc((size_t)m->NL + 1, sizeof(size_t));
+    if (!m->w.layers || !m->g.layers || !m->acts || !m->tensors || !m->layer_begin) goto nomem;
     m->n_params = walk_layout(m, NULL, &m->w, 1);
     m->params = scfm_alloc(sizeof(float) * m->n_params);
     m->grads = scfm_alloc(sizeof(float) * m->n_params);
@@ -219,6 +225,7 @@ void scfm_model_free(scfm_model *m) {
     free(m->g.layers);
     free(m->acts);
     free(m->tensors);
+    free(m->layer_begin);
     free(m);
 }
 
@@ -594,14 +601,46 @@ static void layer_backward(scfm_model *m, const scfm_batch *b, int l) {
     }
 }
 
+void scfm_model_set_grad_ready(scfm_model *m, scfm_grad_ready_fn fn, void *user) {
+    m->grad_ready = fn;
+    m->grad_ready_user = user;
+}
+
+int scfm_model_grad_ranges(const scfm_model *m, size_t *offset, size_t *size) {
+    int n = 0;
+    size_t begin[m->NL + 2], end[m->NL + 2];
+    begin[n] = m->layer_begin[m->NL];
+    end[n++] = m->n_params;
+    for (int l = m->NL - 1; l >= 0; l--) {
+        begin[n] = m->layer_begin[l];
+        end[n++] = m->layer_begin[l + 1];
+    }
+    begin[n] = 0;
+    end[n++] = m->layer_begin[0];
+    for (int i = 0; offset && i < n; i++) {
+        offset[i] = begin[i];
+        size[i] = end[i] - begin[i];
+    }
+    return n;
+}
+
+static void grads_ready(const scfm_model *m, size_t begin, size_t end) {
+    if (m->grad_ready) m->grad_ready(begin, end - begin, m->grad_ready_user);
+}
+
 void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
     const int T = b->n_tokens, C = m->C;
     head_backward(m, b, loss_scale);
-    for (int l = m->NL - 1; l >= 0; l--) layer_backward(m, b, l);
+    grads_ready(m, m->layer_begin[m->NL], m->n_params); /* final norm and head, but not the tied wte */
+    for (int l = m->NL - 1; l >= 0; l--) {
+        layer_backward(m, b, l);
+        grads_ready(m, m->layer_begin[l], m->layer_begin[l + 1]);
+    }
     /* dres = d x0 -> through dropout and the embedding LayerNorm */
     dropout_tokens(m, b, m->dres, SITE_EMBEDDING);
     memset(m->dtmp1, 0, sizeof(float) * (size_t)T * C);
     scfm_layernorm_backward(m->dtmp1, m->g.ln_e_w, m->g.ln_e_b, m->dres, m->emb, m->w.ln_e_w,
                             m->ln_e_mean, m->ln_e_rstd, T, C);
     scfm_embedding_backward(m->g.wte, m->g.wpe, m->dtmp1, b->tokens, m->positions, T, C);
+    grads_ready(m, 0, m->layer_begin[0]);
 }

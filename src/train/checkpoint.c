@@ -92,17 +92,24 @@ scfm_status scfm_checkpoint_verify(const char *step_dir, scfm_error *err) {
 
 static scfm_status write_optimizer(const char *path, size_t n, const float *adam_m, const float *adam_v,
                                    const scfm_checkpoint_state *s, scfm_error *err) {
-    char values[5][32];
+    char values[3][32];
     snprintf(values[0], 32, "%" PRId64, s->step);
-    snprintf(values[1], 32, "%" PRIu32, s->loader_epoch);
-    snprintf(values[2], 32, "%" PRId64, s->loader_offset);
-    snprintf(values[3], 32, "%d", s->world_size);
-    snprintf(values[4], 32, "%" PRId64, s->tokens_seen);
-    const scfm_st_meta meta[] = {{"format", "scfm-optimizer"}, {"step", values[0]},       {"loader_epoch", values[1]},
-                                 {"loader_offset", values[2]}, {"world_size", values[3]}, {"tokens_seen", values[4]}};
-    const scfm_st_tensor t[2] = {{"adam.m", SCFM_DTYPE_F32, 1, {(int64_t)n}, adam_m},
-                                 {"adam.v", SCFM_DTYPE_F32, 1, {(int64_t)n}, adam_v}};
-    return scfm_safetensors_write(path, t, 2, meta, (int)(sizeof meta / sizeof meta[0]), err);
+    snprintf(values[1], 32, "%d", s->world_size);
+    snprintf(values[2], 32, "%" PRId64, s->tokens_seen);
+    int64_t *positions = malloc(sizeof(int64_t) * 2 * (size_t)s->world_size);
+    if (!positions) return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
+    for (int r = 0; r < s->world_size; r++) {
+        positions[2 * r] = s->positions[r].epoch;
+        positions[2 * r + 1] = s->positions[r].offset;
+    }
+    const scfm_st_meta meta[] = {{"format", "scfm-optimizer"}, {"step", values[0]}, {"world_size", values[1]},
+                                 {"tokens_seen", values[2]}};
+    const scfm_st_tensor t[3] = {{"adam.m", SCFM_DTYPE_F32, 1, {(int64_t)n}, adam_m},
+                                 {"adam.v", SCFM_DTYPE_F32, 1, {(int64_t)n}, adam_v},
+                                 {"loader.positions", SCFM_DTYPE_I64, 2, {s->world_size, 2}, positions}};
+    scfm_status st = scfm_safetensors_write(path, t, 3, meta, (int)(sizeof meta / sizeof meta[0]), err);
+    free(positions);
+    return st;
 }
 
 static int is_step_dir(const char *name, int64_t *step) {
@@ -265,11 +272,22 @@ scfm_status scfm_checkpoint_read(const char *step_dir, scfm_model *model, float 
         memcpy(adam_v, v->data, sizeof(float) * (size_t)shape[0]);
         int ok = 1;
         state->step = meta_int(f, "step", &ok);
-        state->loader_epoch = (uint32_t)meta_int(f, "loader_epoch", &ok);
-        state->loader_offset = meta_int(f, "loader_offset", &ok);
         state->world_size = (int)meta_int(f, "world_size", &ok);
         state->tokens_seen = meta_int(f, "tokens_seen", &ok);
-        if (!ok) st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: metadata step/loader_epoch/loader_offset/world_size/tokens_seen missing or not integers", path);
+        if (!ok || state->world_size < 1)
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: metadata step/world_size/tokens_seen missing or not integers", path);
+    }
+    const scfm_st_tensor *pos = NULL;
+    const int64_t pos_shape[2] = {state->world_size, 2};
+    if (st == SCFM_OK) st = scfm_safetensors_expect(f, "loader.positions", SCFM_DTYPE_I64, 2, pos_shape, &pos, err);
+    if (st == SCFM_OK) {
+        state->positions = malloc(sizeof(scfm_loader_position) * (size_t)state->world_size);
+        if (!state->positions) st = scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
+        const int64_t *p = pos->data;
+        for (int r = 0; st == SCFM_OK && r < state->world_size; r++) {
+            state->positions[r].epoch = (uint32_t)p[2 * r];
+            state->positions[r].offset = p[2 * r + 1];
+        }
     }
     scfm_safetensors_close(f);
     return st;

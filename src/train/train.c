@@ -1,9 +1,13 @@
-/* The masked-gene training loop on one process. A step takes `accumulate`
- * masked micro-batches of whole cells (at most micro_batch_tokens tokens
- * each, at least one cell) from the loader and averages the loss over every
- * masked token of the step. Each micro-batch carries the epoch its cells were
- * drawn in, which keys their dropout; an epoch may end inside a step. */
+/* The masked-gene training loop, data-parallel over MPI ranks. A step takes
+ * `accumulate` masked micro-batches of whole cells (at most
+ * micro_batch_tokens tokens each, at least one cell) from each rank's loader;
+ * the loss is averaged over every masked token of the step on all ranks, so N
+ * ranks give the update of one rank accumulating their micro-batches. The
+ * gradient sum over ranks starts bucket by bucket while backward still runs
+ * (scfm_model_set_grad_ready). Each micro-batch carries the epoch its cells
+ * were drawn in, which keys their dropout; an epoch may end inside a step. */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -11,43 +15,18 @@
 #include <string.h>
 
 #include "scfm/data.h"
+#include "scfm/dist.h"
 #include "scfm/model.h"
 #include "scfm/train.h"
-
-/* run_dir/step_NNNNNNN/{model.safetensors,config.cfg}; only the newest
- * `keep` step directories stay. Resumable checkpoints (optimiser state, the
- * data position from scfm_loader_get_position) are the distributed issue's
- * work. */
-static scfm_status save_step(const scfm_config *cfg, const char *run_dir, const scfm_model *model,
-                             int64_t step, scfm_error *err) {
-    char name[32], dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX];
-    snprintf(name, sizeof name, "step_%07lld", (long long)step);
-    scfm_status st = scfm_path_join(dir, sizeof dir, run_dir, name, err);
-    if (st == SCFM_OK) st = scfm_make_dirs(dir, err);
-    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, dir, "model.safetensors", err);
-    if (st == SCFM_OK) st = scfm_model_save(model, path, err);
-    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, dir, "config.cfg", err);
-    if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
-    if (st != SCFM_OK) return st;
-    int64_t old = step - (int64_t)cfg->checkpoint.keep * cfg->checkpoint.every;
-    if (cfg->checkpoint.every > 0 && old > 0) {
-        snprintf(name, sizeof name, "step_%07lld", (long long)old);
-        static const char *files[] = {"model.safetensors", "config.cfg"};
-        if (scfm_path_join(dir, sizeof dir, run_dir, name, err) != SCFM_OK) return err->status;
-        for (int i = 0; i < 2; i++)
-            if (scfm_path_join(path, sizeof path, dir, files[i], err) == SCFM_OK) remove(path);
-        remove(dir);
-    }
-    return SCFM_OK;
-}
 
 static void write_metrics(FILE *f, const scfm_train_progress *p) {
     fprintf(f,
             "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
             "\"tokens\": %lld, \"targets\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f, "
-            "\"compute_s\": %.4f, \"data_s\": %.4f}\n",
+            "\"compute_s\": %.4f, \"data_s\": %.4f, \"comm_s\": %.4f, \"checkpoint_s\": %.4f, \"ranks\": %d}\n",
             (long long)p->step, p->epoch, p->loss, p->lr, p->grad_norm, (long long)p->tokens,
-            (long long)p->targets, p->tokens_per_s, p->elapsed_s, p->compute_s, p->data_s);
+            (long long)p->targets, p->tokens_per_s, p->elapsed_s, p->compute_s, p->data_s, p->comm_s,
+            p->checkpoint_s, p->world_size);
     fflush(f);
 }
 
@@ -102,8 +81,122 @@ static scfm_status check_vocabulary(const scfm_config *cfg, int *first_gene, scf
     return st;
 }
 
-scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *user, scfm_error *err) {
+/* Sums gradient buckets over ranks as backward finishes them. */
+typedef struct {
+    scfm_comm *comm;
+    float *grads;
+    scfm_comm_request **pending;
+    int n_pending;
+    scfm_status status;
+    scfm_error *err;
+} grad_reducer;
+
+static void reduce_bucket(size_t offset, size_t size, void *user) {
+    grad_reducer *g = user;
+    scfm_comm_progress(g->pending, g->n_pending);
+    if (g->status != SCFM_OK) return;
+    g->status = scfm_comm_isum_f32(g->comm, g->grads + offset, size, &g->pending[g->n_pending], g->err);
+    if (g->status == SCFM_OK) g->n_pending++;
+}
+
+/* Waits for every bucket; a rank whose backward did not run (no tokens, or a
+ * failed forward) still reduces every bucket, so all ranks issue the same
+ * collectives in the same order. */
+static scfm_status finish_reduction(grad_reducer *g, const scfm_model *m, scfm_error *err) {
+    if (g->n_pending == 0) {
+        int n = scfm_model_grad_ranges(m, NULL, NULL);
+        size_t offset[n], size[n];
+        scfm_model_grad_ranges(m, offset, size);
+        for (int i = 0; i < n; i++) reduce_bucket(offset[i], size[i], g);
+    }
+    scfm_status st = g->status;
+    for (int i = 0; i < g->n_pending; i++) {
+        scfm_status w = scfm_comm_wait(g->pending[i], err);
+        if (st == SCFM_OK) st = w;
+    }
+    g->n_pending = 0;
+    return st;
+}
+
+/* Where this rank's stream resumes. At the same world size each rank takes
+ * its own saved position. At another, every rank restarts from the earliest
+ * position any rank had reached, aligned to the new world size: the order of
+ * cells is kept, and at most the cells between the ranks' positions are seen
+ * twice. */
+static scfm_loader_position resume_position(const scfm_checkpoint_state *s, int rank, int world, int64_t n_cells) {
+    if (s->world_size == world) return s->positions[rank];
+    scfm_loader_position first = s->positions[0];
+    for (int r = 1; r < s->world_size; r++) {
+        scfm_loader_position p = s->positions[r];
+        if (p.epoch < first.epoch || (p.epoch == first.epoch && p.offset < first.offset)) first = p;
+    }
+    scfm_loader_position mine = {first.epoch, first.offset - first.offset % world + rank};
+    if (mine.offset >= n_cells) mine = (scfm_loader_position){first.epoch + 1, rank};
+    return mine;
+}
+
+/* Cells and vocabulary size of the shard set (read before the loader's
+ * thread owns HDF5). */
+static scfm_status shard_facts(const char *dir, int64_t *n_cells, int *vocab_size, scfm_error *err) {
+    scfm_shards *s = NULL;
+    scfm_status st = scfm_shards_open(dir, &s, err);
+    if (st == SCFM_OK) {
+        *n_cells = scfm_shards_num_cells(s);
+        *vocab_size = scfm_shards_vocab_size(s);
+    }
+    scfm_shards_close(s);
+    return st;
+}
+
+/* Rank 0 finds the checkpoint (and says which bad one it skipped); every rank
+ * reads it. */
+static scfm_status load_checkpoint(const scfm_train_options *opt, const char *run_dir, scfm_model *model,
+                                   float *adam_m, float *adam_v, scfm_checkpoint_state *state, scfm_error *err) {
+    char dir[SCFM_PATH_MAX] = "", skipped[sizeof err->message] = "";
+    scfm_status st = SCFM_OK;
+    if (scfm_comm_rank(opt->comm) == 0) st = scfm_checkpoint_find(run_dir, dir, sizeof dir, skipped, sizeof skipped, err);
+    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) return st;
+    if ((st = scfm_comm_bcast(opt->comm, dir, sizeof dir, 0, err)) != SCFM_OK) return st;
+    if (skipped[0] && opt->on_notice) {
+        char message[sizeof skipped + 64];
+        snprintf(message, sizeof message, "skipped a damaged checkpoint: %s", skipped);
+        opt->on_notice(message, opt->user);
+    }
+    st = scfm_checkpoint_read(dir, model, adam_m, adam_v, state, err);
+    if (scfm_comm_agree(opt->comm, st, err) != SCFM_OK) return err->status;
+    if (opt->on_notice && scfm_comm_rank(opt->comm) == 0) {
+        char message[SCFM_PATH_MAX + 128];
+        snprintf(message, sizeof message, "resuming from %s (step %" PRId64 ", written by %d rank(s))", dir,
+                 state->step, state->world_size);
+        opt->on_notice(message, opt->user);
+    }
+    return SCFM_OK;
+}
+
+/* Gathers every rank's loader position (mine: where this rank's stream
+ * resumes); rank 0 writes the checkpoint. */
+static scfm_status save_checkpoint(const scfm_train_options *opt, const scfm_config *cfg, const char *run_dir,
+                                   const train_resources *r, int64_t step, int64_t tokens_seen,
+                                   scfm_loader_position mine, scfm_error *err) {
+    int world = scfm_comm_size(opt->comm);
+    scfm_loader_position *all = malloc(sizeof mine * (size_t)world);
+    scfm_status st = all ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) {
+        free(all);
+        return st;
+    }
+    st = scfm_comm_allgather(opt->comm, &mine, sizeof mine, all, err);
+    if (st == SCFM_OK && scfm_comm_rank(opt->comm) == 0) {
+        scfm_checkpoint_state state = {step, tokens_seen, world, all};
+        st = scfm_checkpoint_write(run_dir, cfg, r->model, r->adam_m, r->adam_v, &state, err);
+    }
+    free(all);
+    return scfm_comm_agree(opt->comm, st, err);
+}
+
+scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err) {
     const scfm_train_config *tc = &cfg->train;
+    const int rank = scfm_comm_rank(opt->comm), world = scfm_comm_size(opt->comm);
     train_resources r = {0};
     scfm_status st = SCFM_OK;
     if (cfg->data.shards[0] == '\0')
@@ -111,27 +204,19 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
     if (tc->threads > 0) omp_set_num_threads(tc->threads);
 
     int first_gene = SCFM_TOKEN_MASK + 1;
-    if (cfg->data.vocab[0] && (st = check_vocabulary(cfg, &first_gene, err)) != SCFM_OK) return st;
-    /* Random replacement tokens come from the model's vocabulary (0: the
-     * shards', which the model then takes too). */
-    scfm_loader_config lc = {
-        .seed = (uint64_t)tc->seed,
-        .rank = 0,
-        .world = 1,
-        .max_len = cfg->model.max_len,
-        .micro_batch_tokens = tc->micro_batch_tokens,
-        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, first_gene, cfg->model.vocab_size},
-    };
-    if ((st = scfm_loader_open(cfg->data.shards, &lc, NULL, &r.loader, err)) != SCFM_OK) goto out;
+    if (cfg->data.vocab[0]) st = check_vocabulary(cfg, &first_gene, err);
+    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) return st;
+    int64_t n_cells = 0;
+    int data_vocab = 0;
+    st = shard_facts(cfg->data.shards, &n_cells, &data_vocab, err);
+    /* The model takes the shards' vocabulary unless the config names a larger one. */
     scfm_model_config mc = cfg->model;
-    int data_vocab = scfm_loader_vocab_size(r.loader);
-    if (mc.vocab_size == 0) mc.vocab_size = data_vocab;
-    if (mc.vocab_size < data_vocab) {
+    if (st == SCFM_OK && mc.vocab_size == 0) mc.vocab_size = data_vocab;
+    if (st == SCFM_OK && mc.vocab_size < data_vocab)
         st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.vocab_size (%d) is smaller than the shards' vocabulary (%d)",
                        cfg->source, mc.vocab_size, data_vocab);
-        goto out;
-    }
-    if ((st = scfm_model_create(&mc, &r.model, err)) != SCFM_OK) goto out;
+    if (st == SCFM_OK) st = scfm_model_create(&mc, &r.model, err);
+    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out;
     scfm_model_init_weights(r.model, (uint64_t)tc->seed);
     size_t n_params = scfm_model_num_params(r.model);
     r.adam_m = scfm_alloc(sizeof(float) * n_params);
@@ -139,43 +224,114 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
     r.n_batches = tc->accumulate;
     r.batches = calloc((size_t)tc->accumulate, sizeof(scfm_batch));
     r.epochs = calloc((size_t)tc->accumulate, sizeof(uint32_t));
-    if (!r.adam_m || !r.adam_v || !r.batches || !r.epochs) {
+    int n_buckets = scfm_model_grad_ranges(r.model, NULL, NULL);
+    scfm_comm_request **pending = calloc((size_t)n_buckets, sizeof(scfm_comm_request *));
+    if (!r.adam_m || !r.adam_v || !r.batches || !r.epochs || !pending)
         st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for optimiser state of %zu parameters", n_params);
-        goto out;
-    }
+    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
+
     char run_dir[SCFM_PATH_MAX];
     scfm_config resolved = *cfg;
     resolved.model.vocab_size = mc.vocab_size;
-    if ((st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err)) != SCFM_OK) goto out;
+    if (rank == 0) st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err);
+    else st = scfm_path_join(run_dir, sizeof run_dir, cfg->checkpoint.dir, cfg->checkpoint.run, err);
+    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
-    const double start = scfm_now();
-    int64_t total_tokens = 0;
-    for (int64_t step = 0; step < tc->steps; step++) {
-        /* data_s is the time spent waiting for the loader, not its work. */
-        int64_t step_targets = 0, step_tokens = 0;
-        double data_s = 0.0;
-        for (int a = 0; a < r.n_batches; a++) {
-            double t0 = scfm_now();
-            if ((st = scfm_loader_next(r.loader, &r.batches[a], &r.epochs[a], err)) != SCFM_OK) goto out;
-            data_s += scfm_now() - t0;
-            step_targets += r.batches[a].n_targets;
-            step_tokens += r.batches[a].n_tokens;
+    int64_t first_step = 0, tokens_seen = 0;
+    scfm_loader_position start = {0, rank};
+    if (opt->resume) {
+        scfm_checkpoint_state state = {0};
+        st = load_checkpoint(opt, run_dir, r.model, r.adam_m, r.adam_v, &state, err);
+        if (st == SCFM_OK) {
+            first_step = state.step;
+            tokens_seen = state.tokens_seen;
+            start = resume_position(&state, rank, world, n_cells);
         }
+        free(state.positions);
+        if (st != SCFM_OK) goto out_pending;
+    }
+    /* Random replacement tokens come from the model's vocabulary. */
+    scfm_loader_config lc = {
+        .seed = (uint64_t)tc->seed,
+        .rank = rank,
+        .world = world,
+        .max_len = cfg->model.max_len,
+        .micro_batch_tokens = tc->micro_batch_tokens,
+        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, first_gene, mc.vocab_size},
+    };
+    st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
+    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
+
+    grad_reducer reducer = {opt->comm, scfm_model_grads(r.model), pending, 0, SCFM_OK, err};
+    const double start_time = scfm_now();
+    int64_t run_tokens = 0;
+    for (int64_t step = first_step; step < tc->steps; step++) {
+        /* data_s is the time spent waiting for the loader, not its work. */
+        scfm_status local = SCFM_OK;
+        const scfm_loader_position step_start = scfm_loader_get_position(r.loader);
+        int64_t counts[4] = {0, 0, 0, 0}; /* targets, tokens, stop requested, failed */
+        double data_s = 0.0, comm_s = 0.0, checkpoint_s = 0.0;
+        for (int a = 0; a < r.n_batches && local == SCFM_OK; a++) {
+            double t0 = scfm_now();
+            local = scfm_loader_next(r.loader, &r.batches[a], &r.epochs[a], err);
+            data_s += scfm_now() - t0;
+            if (local != SCFM_OK) break;
+            counts[0] += r.batches[a].n_targets;
+            counts[1] += r.batches[a].n_tokens;
+        }
+        counts[2] = opt->stop && *opt->stop;
+        counts[3] = local != SCFM_OK;
         double t1 = scfm_now();
-        double loss_sum = 0.0;
+        if ((st = scfm_comm_sum_i64(opt->comm, counts, 4, err)) != SCFM_OK) break;
+        comm_s += scfm_now() - t1;
+        if (counts[3]) {
+            st = scfm_comm_agree(opt->comm, local, err);
+            break;
+        }
+        if (counts[2]) {
+            double t = scfm_now();
+            /* This step's micro-batches are already drawn: the checkpoint
+             * resumes the stream where the step started. */
+            if ((st = save_checkpoint(opt, &resolved, run_dir, &r, step, tokens_seen, step_start, err)) == SCFM_OK)
+                st = scfm_fail(err, SCFM_ERR_INTERRUPTED, "stopped by a signal before step %" PRId64
+                               "; checkpoint %s/step_%07" PRId64 " written (%.1f s); continue with --resume",
+                               step + 1, run_dir, step, scfm_now() - t);
+            break;
+        }
+        const int64_t global_targets = counts[0], global_tokens = counts[1];
+        double compute_t0 = scfm_now(), loss_sum = 0.0;
         scfm_model_zero_grad(r.model);
-        for (int a = 0; a < r.n_batches && step_targets > 0; a++) {
-            if (r.batches[a].n_targets == 0) continue;
+        int last = -1;
+        for (int a = 0; a < r.n_batches; a++)
+            if (r.batches[a].n_tokens > 0) last = a;
+        for (int a = 0; a <= last && global_targets > 0 && local == SCFM_OK; a++) {
+            if (r.batches[a].n_tokens == 0) continue;
             double part = 0.0;
-            st = scfm_model_forward(r.model, &r.batches[a], 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
-            if (st != SCFM_OK) goto out;
-            scfm_model_backward(r.model, &r.batches[a], 1.0f / (float)step_targets);
+            local = scfm_model_forward(r.model, &r.batches[a], 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
+            if (local != SCFM_OK) break;
+            if (a == last && world > 1) scfm_model_set_grad_ready(r.model, reduce_bucket, &reducer);
+            scfm_model_backward(r.model, &r.batches[a], 1.0f / (float)global_targets);
+            scfm_model_set_grad_ready(r.model, NULL, NULL);
             loss_sum += part;
         }
+        /* Only the wait is counted as communication: reductions that finished
+         * during backward were hidden behind it. */
+        double comm_t0 = scfm_now();
+        double sums[2] = {loss_sum, local != SCFM_OK};
+        if (world > 1) {
+            if ((st = finish_reduction(&reducer, r.model, err)) != SCFM_OK) break;
+            if ((st = scfm_comm_sum_f64(opt->comm, sums, 2, err)) != SCFM_OK) break;
+        }
+        double comm_t1 = scfm_now();
+        comm_s += comm_t1 - comm_t0;
+        if (sums[1] != 0.0) {
+            st = scfm_comm_agree(opt->comm, local, err);
+            break;
+        }
         double norm = scfm_grad_norm(scfm_model_grads(r.model), n_params);
-        if (!isfinite(norm)) {
-            st = scfm_fail(err, SCFM_ERR_NUMERIC, "step %lld: the gradient norm is not finite", (long long)step + 1);
-            goto out;
+        if (!isfinite(norm) || !isfinite(sums[0])) {
+            st = scfm_fail(err, SCFM_ERR_NUMERIC, "step %" PRId64 ": the loss or the gradient norm is not finite", step + 1);
+            break;
         }
         if (tc->clip_norm > 0.0 && norm > tc->clip_norm) {
             float s = (float)(tc->clip_norm / norm);
@@ -184,29 +340,41 @@ scfm_status scfm_train(const scfm_config *cfg, scfm_progress_fn on_step, void *u
             for (size_t i = 0; i < n_params; i++) g[i] *= s;
         }
         double lr = scfm_lr_at(tc, step);
-        if (step_targets > 0) scfm_adamw_step(r.model, r.adam_m, r.adam_v, step + 1, lr, tc);
+        if (global_targets > 0) scfm_adamw_step(r.model, r.adam_m, r.adam_v, step + 1, lr, tc);
         double t2 = scfm_now();
-        total_tokens += step_tokens;
-        scfm_train_progress p = {0};
-        p.step = step + 1;
-        p.steps = tc->steps;
-        p.loss = step_targets > 0 ? loss_sum / (double)step_targets : 0.0;
-        p.lr = lr;
-        p.grad_norm = norm;
-        p.tokens = step_tokens;
-        p.targets = step_targets;
-        p.elapsed_s = t2 - start;
-        p.tokens_per_s = (double)total_tokens / p.elapsed_s;
-        p.eta_s = p.elapsed_s / (double)p.step * (double)(tc->steps - p.step);
-        p.compute_s = t2 - t1;
-        p.data_s = data_s;
-        p.epoch = (int)r.epochs[r.n_batches - 1];
-        write_metrics(r.metrics, &p);
-        if (on_step) on_step(&p, user);
+        run_tokens += global_tokens;
+        tokens_seen += global_tokens;
         int due = cfg->checkpoint.every > 0 && (step + 1) % cfg->checkpoint.every == 0;
-        if (due || step + 1 == tc->steps)
-            if ((st = save_step(&resolved, run_dir, r.model, step + 1, err)) != SCFM_OK) goto out;
+        if (due || step + 1 == tc->steps) {
+            if ((st = save_checkpoint(opt, &resolved, run_dir, &r, step + 1, tokens_seen,
+                                      scfm_loader_get_position(r.loader), err)) != SCFM_OK)
+                break;
+            checkpoint_s = scfm_now() - t2;
+        }
+        if (rank == 0) {
+            scfm_train_progress p = {0};
+            p.step = step + 1;
+            p.steps = tc->steps;
+            p.loss = global_targets > 0 ? sums[0] / (double)global_targets : 0.0;
+            p.lr = lr;
+            p.grad_norm = norm;
+            p.tokens = global_tokens;
+            p.targets = global_targets;
+            p.elapsed_s = scfm_now() - start_time;
+            p.tokens_per_s = (double)run_tokens / p.elapsed_s;
+            p.eta_s = p.elapsed_s / (double)(p.step - first_step) * (double)(tc->steps - p.step);
+            p.compute_s = (comm_t0 - compute_t0) + (t2 - comm_t1);
+            p.data_s = data_s;
+            p.comm_s = comm_s;
+            p.checkpoint_s = checkpoint_s;
+            p.world_size = world;
+            p.epoch = (int)r.epochs[r.n_batches - 1];
+            write_metrics(r.metrics, &p);
+            if (opt->on_step) opt->on_step(&p, opt->user);
+        }
     }
+out_pending:
+    free(pending);
 out:
     release(&r);
     return st;

@@ -68,7 +68,7 @@ expect 2 "unexpected argument '--bogus'" -- train "$src/configs/tiny.cfg" --bogu
 expect 2 "unknown command 'trian'" -- trian
 expect 1 "no/such/dir: cannot open the shard directory" -- train nodata.cfg
 expect 0 "usage: scfm <command>" -- --help
-expect 0 "usage: scfm train CONFIG" -- train --help
+expect 0 "scfm train CONFIG" -- train --help
 
 # a refused configuration writes nothing
 if [[ -e ck ]]; then echo "FAIL: a failed run left ck/ behind"; failures=$((failures + 1)); fi

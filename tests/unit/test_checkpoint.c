@@ -48,7 +48,8 @@ static void teardown(void) {
 }
 
 static void write_step(int64_t step) {
-    scfm_checkpoint_state s = {step, 3, 1000 + step, 2, 77 * step};
+    scfm_loader_position positions[2] = {{3, 1000 + step}, {4, 1001 + step}};
+    scfm_checkpoint_state s = {step, 77 * step, 2, positions};
     scfm_error err = {0};
     CU_ASSERT_EQUAL(scfm_checkpoint_write(run_dir, &cfg, model, adam_m, adam_v, &s, &err), SCFM_OK);
     if (err.status) fprintf(stderr, "\n  %s\n", err.message);
@@ -74,10 +75,13 @@ static void test_round_trip(void) {
     CU_ASSERT_EQUAL(memcmp(m2, adam_m, sizeof(float) * n), 0);
     CU_ASSERT_EQUAL(memcmp(v2, adam_v, sizeof(float) * n), 0);
     CU_ASSERT_EQUAL(s.step, 10);
-    CU_ASSERT_EQUAL(s.loader_epoch, 3);
-    CU_ASSERT_EQUAL(s.loader_offset, 1010);
-    CU_ASSERT_EQUAL(s.world_size, 2);
+    CU_ASSERT_EQUAL_FATAL(s.world_size, 2);
+    CU_ASSERT_EQUAL(s.positions[0].epoch, 3);
+    CU_ASSERT_EQUAL(s.positions[0].offset, 1010);
+    CU_ASSERT_EQUAL(s.positions[1].epoch, 4);
+    CU_ASSERT_EQUAL(s.positions[1].offset, 1011);
     CU_ASSERT_EQUAL(s.tokens_seen, 770);
+    free(s.positions);
     free(m2);
     free(v2);
     scfm_model_free(other);
