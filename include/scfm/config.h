@@ -53,6 +53,7 @@ typedef struct {
     double mask_token_prob;  /* of the selected: replaced by <mask> */
     double random_token_prob;/* of the selected: replaced by a random gene */
     int threads;             /* 0: OpenMP default */
+    int zero1;               /* 1: shard AdamW moments over ranks (ZeRO stage 1) */
     double log_every_seconds;
 } scfm_train_config;
 

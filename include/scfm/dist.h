@@ -49,6 +49,18 @@ void scfm_comm_progress(scfm_comm_request *const *reqs, int n);
 /* Waits for a request and frees it. */
 scfm_status scfm_comm_wait(scfm_comm_request *req, scfm_error *err);
 
+/* ZeRO-1 collectives over n floats cut in blocks of ceil(n / size), block r
+ * belonging to rank r (the last may be shorter): */
+size_t scfm_comm_block(const scfm_comm *c, size_t n, int rank, size_t *offset);
+/* sums values[0, n) over ranks and leaves this rank's block of the sum at
+ * values[0, block) (the rest is scratch); */
+scfm_status scfm_comm_sum_scatter_f32(scfm_comm *c, float *values, size_t n, scfm_error *err);
+/* every rank's block, at its place in values[0, n), to every rank; */
+scfm_status scfm_comm_gather_blocks_f32(scfm_comm *c, float *values, size_t n, scfm_error *err);
+/* every rank's `mine` (its block's length) to root's full[0, n). */
+scfm_status scfm_comm_gather_blocks_to_f32(scfm_comm *c, const float *mine, float *full, size_t n, int root,
+                                           scfm_error *err);
+
 /* Collective: the worst status over all ranks. When this rank succeeded but
  * another failed, err gets "rank R failed: <its message>", so every rank
  * stops together and reports the cause. */

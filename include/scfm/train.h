@@ -28,6 +28,10 @@ double scfm_grad_norm(const float *grads, size_t n);
  * buffers (n_params each) and t the 1-based step count. */
 void scfm_adamw_step(scfm_model *model, float *m, float *v, int64_t t, double lr,
                      const scfm_train_config *cfg);
+/* The same on parameters [lo, hi) only, with their gradients g and moments
+ * m, v indexed from lo: the shard a rank updates under ZeRO-1. */
+void scfm_adamw_update(scfm_model *model, const float *g, float *m, float *v, size_t lo, size_t hi, int64_t t,
+                       double lr, const scfm_train_config *cfg);
 
 /* ---- checkpoints -----------------------------------------------------
  * run_dir/step_NNNNNNN/ holds model.safetensors (weights), optimizer.safetensors

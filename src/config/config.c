@@ -123,6 +123,9 @@ static const key_desc keys[] = {
           "of the selected, fraction replaced by `<mask>`"),
     FLOAT("train", "random_token_prob", train.random_token_prob, 0.1, 0, 1, 0,
           "of the selected, fraction replaced by a random gene"),
+    INT("train", "zero1", train.zero1, 0, 0, 1, 0,
+        "1: ZeRO stage 1, each rank keeps and updates 1/N of the AdamW moments (gradients reduce-scattered, "
+        "parameters all-gathered); 0: every rank keeps all"),
     INT("train", "threads", train.threads, 0, 0, 1024, 0,
         "OpenMP threads per process; 0 keeps the OpenMP default"),
     FLOAT("train", "log_every_seconds", train.log_every_seconds, 5, 0, 86400, 0,

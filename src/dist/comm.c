@@ -1,4 +1,5 @@
 /* scfm_comm over MPI. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,50 @@ scfm_status scfm_comm_wait(scfm_comm_request *req, scfm_error *err) {
     free(req);
     if (rc != MPI_SUCCESS && err) return mpi_check(rc, "waiting for a reduction", err);
     return rc == MPI_SUCCESS ? SCFM_OK : SCFM_ERR_IO;
+}
+
+size_t scfm_comm_block(const scfm_comm *c, size_t n, int rank, size_t *offset) {
+    size_t block = (n + (size_t)c->size - 1) / (size_t)c->size;
+    size_t lo = block * (size_t)rank < n ? block * (size_t)rank : n;
+    size_t hi = lo + block < n ? lo + block : n;
+    if (offset) *offset = lo;
+    return hi - lo;
+}
+
+/* Counts and displacements of the blocks, as MPI's int arrays. */
+static scfm_status block_layout(const scfm_comm *c, size_t n, int *counts, int *displs, scfm_error *err) {
+    for (int r = 0; r < c->size; r++) {
+        size_t offset, count = scfm_comm_block(c, n, r, &offset);
+        if (count > (size_t)1 << 30 || offset > (size_t)INT32_MAX)
+            return scfm_fail(err, SCFM_ERR_ARG, "ZeRO-1 blocks of %zu floats are too large for MPI's int counts", count);
+        counts[r] = (int)count;
+        displs[r] = (int)offset;
+    }
+    return SCFM_OK;
+}
+
+scfm_status scfm_comm_sum_scatter_f32(scfm_comm *c, float *values, size_t n, scfm_error *err) {
+    int counts[c->size], displs[c->size];
+    scfm_status st = block_layout(c, n, counts, displs, err);
+    if (st != SCFM_OK) return st;
+    return mpi_check(MPI_Reduce_scatter(MPI_IN_PLACE, values, counts, MPI_FLOAT, MPI_SUM, c->comm), "reduce-scatter", err);
+}
+
+scfm_status scfm_comm_gather_blocks_f32(scfm_comm *c, float *values, size_t n, scfm_error *err) {
+    int counts[c->size], displs[c->size];
+    scfm_status st = block_layout(c, n, counts, displs, err);
+    if (st != SCFM_OK) return st;
+    return mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, values, counts, displs, MPI_FLOAT, c->comm),
+                     "allgather", err);
+}
+
+scfm_status scfm_comm_gather_blocks_to_f32(scfm_comm *c, const float *mine, float *full, size_t n, int root,
+                                           scfm_error *err) {
+    int counts[c->size], displs[c->size];
+    scfm_status st = block_layout(c, n, counts, displs, err);
+    if (st != SCFM_OK) return st;
+    return mpi_check(MPI_Gatherv(mine, counts[c->rank], MPI_FLOAT, full, counts, displs, MPI_FLOAT, root, c->comm),
+                     "gather", err);
 }
 
 scfm_status scfm_comm_agree(scfm_comm *c, scfm_status local, scfm_error *err) {

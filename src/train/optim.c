@@ -38,22 +38,28 @@ double scfm_grad_norm(const float *grads, size_t n) {
     return sqrt(total);
 }
 
-void scfm_adamw_step(scfm_model *model, float *m, float *v, int64_t t, double lr,
-                     const scfm_train_config *cfg) {
+void scfm_adamw_update(scfm_model *model, const float *g, float *m, float *v, size_t lo, size_t hi, int64_t t,
+                       double lr, const scfm_train_config *cfg) {
     float *p = scfm_model_params(model);
-    const float *g = scfm_model_grads(model);
     const float b1 = (float)cfg->beta1, b2 = (float)cfg->beta2, eps = (float)cfg->adam_eps;
     const float step_size = (float)(lr / (1.0 - pow(cfg->beta1, (double)t)));
     const float v_correction = (float)(1.0 / sqrt(1.0 - pow(cfg->beta2, (double)t)));
     for (int k = 0; k < scfm_model_num_tensors(model); k++) {
         const scfm_tensor_info *ti = scfm_model_tensor(model, k);
         const float shrink = ti->decay ? (float)(1.0 - lr * cfg->weight_decay) : 1.0f;
-        const size_t lo = ti->offset, hi = ti->offset + ti->size;
+        const size_t a = ti->offset > lo ? ti->offset : lo;
+        const size_t b = ti->offset + ti->size < hi ? ti->offset + ti->size : hi;
 #pragma omp parallel for schedule(static)
-        for (size_t i = lo; i < hi; i++) {
-            m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-            p[i] = p[i] * shrink - step_size * m[i] / (sqrtf(v[i]) * v_correction + eps);
+        for (size_t i = a; i < b; i++) {
+            const size_t j = i - lo;
+            m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+            v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+            p[i] = p[i] * shrink - step_size * m[j] / (sqrtf(v[j]) * v_correction + eps);
         }
     }
+}
+
+void scfm_adamw_step(scfm_model *model, float *m, float *v, int64_t t, double lr,
+                     const scfm_train_config *cfg) {
+    scfm_adamw_update(model, scfm_model_grads(model), m, v, 0, scfm_model_num_params(model), t, lr, cfg);
 }

@@ -33,7 +33,9 @@ static void write_metrics(FILE *f, const scfm_train_progress *p) {
 typedef struct {
     scfm_loader *loader;
     scfm_model *model;
-    float *adam_m, *adam_v;
+    float *adam_m, *adam_v;      /* this rank's moments: all, or its ZeRO-1 block */
+    size_t shard_lo, shard_n;    /* the parameters this rank updates */
+    int zero1;
     scfm_batch *batches;
     uint32_t *epochs;  /* of each micro-batch */
     int n_batches;
@@ -150,8 +152,8 @@ static scfm_status shard_facts(const char *dir, int64_t *n_cells, int *vocab_siz
 
 /* Rank 0 finds the checkpoint (and says which bad one it skipped); every rank
  * reads it. */
-static scfm_status load_checkpoint(const scfm_train_options *opt, const char *run_dir, scfm_model *model,
-                                   float *adam_m, float *adam_v, scfm_checkpoint_state *state, scfm_error *err) {
+static scfm_status load_checkpoint(const scfm_train_options *opt, const char *run_dir, train_resources *r,
+                                   scfm_checkpoint_state *state, scfm_error *err) {
     char dir[SCFM_PATH_MAX] = "", skipped[sizeof err->message] = "";
     scfm_status st = SCFM_OK;
     if (scfm_comm_rank(opt->comm) == 0) st = scfm_checkpoint_find(run_dir, dir, sizeof dir, skipped, sizeof skipped, err);
@@ -162,7 +164,20 @@ static scfm_status load_checkpoint(const scfm_train_options *opt, const char *ru
         snprintf(message, sizeof message, "skipped a damaged checkpoint: %s", skipped);
         opt->on_notice(message, opt->user);
     }
-    st = scfm_checkpoint_read(dir, model, adam_m, adam_v, state, err);
+    /* Checkpoints hold all moments, whatever the ranks that wrote them;
+     * under ZeRO-1 each rank keeps its block. */
+    size_t n = scfm_model_num_params(r->model);
+    float *m = r->zero1 ? scfm_alloc(sizeof(float) * n) : r->adam_m;
+    float *v = r->zero1 ? scfm_alloc(sizeof(float) * n) : r->adam_v;
+    st = m && v ? scfm_checkpoint_read(dir, r->model, m, v, state, err) : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if (st == SCFM_OK && r->zero1) {
+        memcpy(r->adam_m, m + r->shard_lo, sizeof(float) * r->shard_n);
+        memcpy(r->adam_v, v + r->shard_lo, sizeof(float) * r->shard_n);
+    }
+    if (r->zero1) {
+        scfm_free(m);
+        scfm_free(v);
+    }
     if (scfm_comm_agree(opt->comm, st, err) != SCFM_OK) return err->status;
     if (opt->on_notice && scfm_comm_rank(opt->comm) == 0) {
         char message[SCFM_PATH_MAX + 128];
@@ -174,21 +189,27 @@ static scfm_status load_checkpoint(const scfm_train_options *opt, const char *ru
 }
 
 /* Gathers every rank's loader position (mine: where this rank's stream
- * resumes); rank 0 writes the checkpoint. */
+ * resumes) and, under ZeRO-1, the moment blocks; rank 0 writes the
+ * checkpoint. */
 static scfm_status save_checkpoint(const scfm_train_options *opt, const scfm_config *cfg, const char *run_dir,
                                    const train_resources *r, int64_t step, int64_t tokens_seen,
                                    scfm_loader_position mine, scfm_error *err) {
-    int world = scfm_comm_size(opt->comm);
+    const int world = scfm_comm_size(opt->comm), root = scfm_comm_rank(opt->comm) == 0;
+    const size_t n = scfm_model_num_params(r->model);
     scfm_loader_position *all = malloc(sizeof mine * (size_t)world);
-    scfm_status st = all ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
-    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) {
-        free(all);
-        return st;
-    }
-    st = scfm_comm_allgather(opt->comm, &mine, sizeof mine, all, err);
-    if (st == SCFM_OK && scfm_comm_rank(opt->comm) == 0) {
+    float *m = r->zero1 && root ? scfm_alloc(sizeof(float) * n) : r->adam_m;
+    float *v = r->zero1 && root ? scfm_alloc(sizeof(float) * n) : r->adam_v;
+    scfm_status st = all && m && v ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory writing a checkpoint");
+    if ((st = scfm_comm_agree(opt->comm, st, err)) == SCFM_OK) st = scfm_comm_allgather(opt->comm, &mine, sizeof mine, all, err);
+    if (st == SCFM_OK && r->zero1) st = scfm_comm_gather_blocks_to_f32(opt->comm, r->adam_m, m, n, 0, err);
+    if (st == SCFM_OK && r->zero1) st = scfm_comm_gather_blocks_to_f32(opt->comm, r->adam_v, v, n, 0, err);
+    if (st == SCFM_OK && root) {
         scfm_checkpoint_state state = {step, tokens_seen, world, all};
-        st = scfm_checkpoint_write(run_dir, cfg, r->model, r->adam_m, r->adam_v, &state, err);
+        st = scfm_checkpoint_write(run_dir, cfg, r->model, m, v, &state, err);
+    }
+    if (r->zero1 && root) {
+        scfm_free(m);
+        scfm_free(v);
     }
     free(all);
     return scfm_comm_agree(opt->comm, st, err);
@@ -219,8 +240,11 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out;
     scfm_model_init_weights(r.model, (uint64_t)tc->seed);
     size_t n_params = scfm_model_num_params(r.model);
-    r.adam_m = scfm_alloc(sizeof(float) * n_params);
-    r.adam_v = scfm_alloc(sizeof(float) * n_params);
+    r.zero1 = tc->zero1 && world > 1;
+    r.shard_lo = 0;
+    r.shard_n = r.zero1 ? scfm_comm_block(opt->comm, n_params, rank, &r.shard_lo) : n_params;
+    r.adam_m = scfm_alloc(sizeof(float) * r.shard_n);
+    r.adam_v = scfm_alloc(sizeof(float) * r.shard_n);
     r.n_batches = tc->accumulate;
     r.batches = calloc((size_t)tc->accumulate, sizeof(scfm_batch));
     r.epochs = calloc((size_t)tc->accumulate, sizeof(uint32_t));
@@ -241,7 +265,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     scfm_loader_position start = {0, rank};
     if (opt->resume) {
         scfm_checkpoint_state state = {0};
-        st = load_checkpoint(opt, run_dir, r.model, r.adam_m, r.adam_v, &state, err);
+        st = load_checkpoint(opt, run_dir, &r, &state, err);
         if (st == SCFM_OK) {
             first_step = state.step;
             tokens_seen = state.tokens_seen;
@@ -309,7 +333,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             double part = 0.0;
             local = scfm_model_forward(r.model, &r.batches[a], 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
             if (local != SCFM_OK) break;
-            if (a == last && world > 1) scfm_model_set_grad_ready(r.model, reduce_bucket, &reducer);
+            if (a == last && world > 1 && !r.zero1) scfm_model_set_grad_ready(r.model, reduce_bucket, &reducer);
             scfm_model_backward(r.model, &r.batches[a], 1.0f / (float)global_targets);
             scfm_model_set_grad_ready(r.model, NULL, NULL);
             loss_sum += part;
@@ -318,29 +342,42 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
          * during backward were hidden behind it. */
         double comm_t0 = scfm_now();
         double sums[2] = {loss_sum, local != SCFM_OK};
-        if (world > 1) {
-            if ((st = finish_reduction(&reducer, r.model, err)) != SCFM_OK) break;
-            if ((st = scfm_comm_sum_f64(opt->comm, sums, 2, err)) != SCFM_OK) break;
-        }
+        float *grads = scfm_model_grads(r.model); /* under ZeRO-1: this rank's block of the sum */
+        if (r.zero1) st = scfm_comm_sum_scatter_f32(opt->comm, grads, n_params, err);
+        else if (world > 1) st = finish_reduction(&reducer, r.model, err);
+        if (st == SCFM_OK && world > 1) st = scfm_comm_sum_f64(opt->comm, sums, 2, err);
+        if (st != SCFM_OK) break;
         double comm_t1 = scfm_now();
         comm_s += comm_t1 - comm_t0;
         if (sums[1] != 0.0) {
             st = scfm_comm_agree(opt->comm, local, err);
             break;
         }
-        double norm = scfm_grad_norm(scfm_model_grads(r.model), n_params);
+        double norm = scfm_grad_norm(grads, r.shard_n);
+        if (r.zero1) {
+            double squares = norm * norm;
+            if ((st = scfm_comm_sum_f64(opt->comm, &squares, 1, err)) != SCFM_OK) break;
+            norm = sqrt(squares);
+        }
         if (!isfinite(norm) || !isfinite(sums[0])) {
             st = scfm_fail(err, SCFM_ERR_NUMERIC, "step %" PRId64 ": the loss or the gradient norm is not finite", step + 1);
             break;
         }
         if (tc->clip_norm > 0.0 && norm > tc->clip_norm) {
             float s = (float)(tc->clip_norm / norm);
-            float *g = scfm_model_grads(r.model);
 #pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n_params; i++) g[i] *= s;
+            for (size_t i = 0; i < r.shard_n; i++) grads[i] *= s;
         }
         double lr = scfm_lr_at(tc, step);
-        if (global_targets > 0) scfm_adamw_step(r.model, r.adam_m, r.adam_v, step + 1, lr, tc);
+        if (global_targets > 0) {
+            scfm_adamw_update(r.model, grads, r.adam_m, r.adam_v, r.shard_lo, r.shard_lo + r.shard_n, step + 1, lr, tc);
+            if (r.zero1) {
+                double t = scfm_now();
+                if ((st = scfm_comm_gather_blocks_f32(opt->comm, scfm_model_params(r.model), n_params, err)) != SCFM_OK)
+                    break;
+                comm_s += scfm_now() - t;
+            }
+        }
         double t2 = scfm_now();
         run_tokens += global_tokens;
         tokens_seen += global_tokens;

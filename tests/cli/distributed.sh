@@ -3,7 +3,8 @@
 #  1. np=2 equals np=1 with accumulation 2 (parameters after 10 steps);
 #  2. kill -9 part way, then --resume: every later loss equals the uninterrupted run's;
 #  3. SIGTERM writes a checkpoint and exits 3; --resume finishes with the same losses;
-#  4. resume at np=1 from a checkpoint written at np=2.
+#  4. resume at np=1 from a checkpoint written at np=2;
+#  5. ZeRO-1 (sharded moments) at np=2 equals np=1 with accumulation 2, and resumes exactly.
 #   usage: distributed.sh SCFM SOURCE_DIR WORK_DIR
 set -euo pipefail
 scfm=$1 src=$2 work=$3
@@ -68,4 +69,29 @@ diff <(losses whole/tiny/metrics.jsonl) <(losses term/tiny/metrics.jsonl) || fai
 "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" --set checkpoint.dir=elastic --set train.steps=20 --resume
 [[ $(losses elastic/tiny/metrics.jsonl | wc -l) -eq 20 ]] || fail "elastic resume did not reach step 20"
 grep -q '"step": 20, .*"ranks": 1' elastic/tiny/metrics.jsonl || fail "steps after the elastic resume were not on 1 rank"
+# 5. ZeRO-1
+zero=(--set train.zero1=1)
+"${mpirun[@]}" "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${zero[@]}" --set checkpoint.dir=zero --set train.steps=10
+"$tools/compare_weights" one/tiny/step_0000010/model.safetensors zero/tiny/step_0000010/model.safetensors 1e-5 key.bias ||
+    fail "ZeRO-1 at np=2 differs from np=1 with accumulation 2"
+# ... and a preempted ZeRO-1 run (SIGUSR1, which mpirun forwards to the ranks) resumes exactly
+zrun=(--set train.steps=30 --set checkpoint.every=5 --set train.micro_batch_tokens=1024)
+"${mpirun[@]}" "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${zero[@]}" "${zrun[@]}" --set checkpoint.dir=zero_whole
+"${mpirun[@]}" "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${zero[@]}" "${zrun[@]}" --set checkpoint.dir=zero_stop &
+pid=$!
+while [[ $(cat zero_stop/tiny/metrics.jsonl 2>/dev/null | wc -l) -lt 7 ]]; do
+    kill -0 $pid 2>/dev/null || fail "the ZeRO-1 run to be stopped ended first"
+    sleep 0.02
+done
+kill -USR1 $pid
+set +e
+wait $pid
+rc=$?
+set -e
+[[ $rc -ne 0 ]] || fail "SIGUSR1 under mpirun: the run was not stopped"
+[[ $(wc -l <zero_stop/tiny/metrics.jsonl) -lt 30 ]] || fail "the ZeRO-1 run finished before it was stopped"
+"${mpirun[@]}" "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${zero[@]}" "${zrun[@]}" --set checkpoint.dir=zero_stop --resume
+diff <(losses zero_whole/tiny/metrics.jsonl) <(losses zero_stop/tiny/metrics.jsonl) || fail "ZeRO-1 losses after --resume differ"
+"$tools/compare_weights" zero_whole/tiny/step_0000030/model.safetensors zero_stop/tiny/step_0000030/model.safetensors 0 ||
+    fail "ZeRO-1 weights after --resume differ"
 echo "distributed: ok"
