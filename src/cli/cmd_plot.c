@@ -136,9 +136,9 @@ int scfm_cmd_plot(int argc, char **argv) {
             for (int r = 0; d && r < n_runs; r++) fprintf(d, "%.6g %.6g\n", compute[r], final_loss[r]);
             if (d) fclose(d);
             fprintf(gp, "set logscale xy\nset xlabel 'training compute C (FLOP = 6 x params x tokens)'\n"
-                        "set ylabel 'final loss'\nset title 'L = %.4g C^{-%.4f}'\n"
-                        "plot '%s' using 1:2 with points pt 7 ps 1.5 title 'runs', %.10g*x**(-%.10g) with lines lw 2 title 'power-law fit'\n",
-                    a, b, data_path, a, b);
+                        "set ylabel 'final loss'\nset title 'L = %.4g C^{%.4f}'\n"
+                        "plot '%s' using 1:2 with points pt 7 ps 1.5 title 'runs', %.10g*x**(%.10g) with lines lw 2 title 'power-law fit'\n",
+                    a, -b, data_path, a, -b);
         } else {
             fprintf(gp, "set multiplot layout 1,2\nset xlabel 'step'\nset ylabel 'loss'\nplot ");
             for (int r = 0; r < n_runs; r++) {
@@ -173,7 +173,7 @@ int scfm_cmd_plot(int argc, char **argv) {
     free(final_loss);
     free(runs);
     if (st != SCFM_OK) return scfm_cli_fail(&err);
-    if (sweep) printf("scfm plot: %d runs, L = %.4g C^-%.4f -> %s\n", n_runs, a, b, output);
+    if (sweep) printf("scfm plot: %d runs, L = %.4g C^%.4f -> %s\n", n_runs, a, -b, output);
     else printf("scfm plot: %d run(s) -> %s\n", n_runs, output);
     return 0;
 }
