@@ -35,7 +35,8 @@ void scfm_adamw_update(scfm_model *model, const float *g, float *m, float *v, si
 
 /* ---- checkpoints -----------------------------------------------------
  * run_dir/step_NNNNNNN/ holds model.safetensors (weights), optimizer.safetensors
- * (AdamW moments; the state below in its metadata), config.cfg and MANIFEST
+ * (AdamW moments and the state below), config.cfg, metrics.jsonl (the run's
+ * metrics before this step's line, which records the checkpoint's time) and MANIFEST
  * (size and CRC-32 of each file). It is written as step_NNNNNNN.tmp, each file
  * and the directory fsynced, renamed into place, and only then run_dir/latest
  * names it; the newest checkpoint.keep are kept. Every random draw in scfm is

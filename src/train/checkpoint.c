@@ -12,8 +12,24 @@
 #include "scfm/train.h"
 
 #define MANIFEST_HEADER "scfm-checkpoint 1"
-static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg"};
-enum { N_CHECKPOINT_FILES = 3 };
+static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg",
+                                               "metrics.jsonl"};
+enum { N_CHECKPOINT_FILES = 4 };
+
+/* The run's metrics up to this checkpoint, so a checkpoint directory is a
+ * self-contained record (an absent source gives an empty file). */
+static scfm_status copy_metrics(const char *from, const char *to, scfm_error *err) {
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    scfm_status st = out ? SCFM_OK : scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
+    char buf[1 << 16];
+    size_t n;
+    while (st == SCFM_OK && in && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", to);
+    if (in) fclose(in);
+    if (out && fclose(out) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", to);
+    if (st == SCFM_OK) st = scfm_fsync_path(to, err);
+    return st;
+}
 
 static scfm_status file_crc(const char *path, uint32_t *crc, int64_t *size, scfm_error *err) {
     FILE *f = fopen(path, "rb");
@@ -186,6 +202,10 @@ scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, c
     if (st == SCFM_OK) st = write_optimizer(path, scfm_model_num_params(model), adam_m, adam_v, state, err);
     if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "config.cfg", err);
     if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
+    char metrics[SCFM_PATH_MAX];
+    if (st == SCFM_OK) st = scfm_path_join(metrics, sizeof metrics, run_dir, "metrics.jsonl", err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "metrics.jsonl", err);
+    if (st == SCFM_OK) st = copy_metrics(metrics, path, err);
     if (st == SCFM_OK) st = write_manifest(tmp_dir, err);
     if (st == SCFM_OK) st = scfm_fsync_path(tmp_dir, err);
     /* The same step written again (a resumed run) replaces the old directory. */
