@@ -1,6 +1,7 @@
 #include "cli/cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int scfm_cli_wants_help(int argc, char **argv) {
@@ -31,4 +32,31 @@ void scfm_cli_format_duration(double seconds, char *out, size_t cap) {
         snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
     else
         snprintf(out, cap, "%ld:%02ld", t / 60, t % 60);
+}
+
+scfm_cli_inputs scfm_cli_inputs_new(int argc) {
+    return (scfm_cli_inputs){.matrix = {.require_counts = 1}, .inputs = calloc((size_t)argc + 1, sizeof(char *))};
+}
+
+int scfm_cli_inputs_take(scfm_cli_inputs *in, const char *arg) {
+    if (!strcmp(arg, "--use-raw")) {
+        in->matrix.use_raw = 1;
+    } else if (!strcmp(arg, "--allow-non-integer")) {
+        in->matrix.require_counts = 0;
+    } else if (!strcmp(arg, "--force")) {
+        in->force = 1;
+    } else if (!strcmp(arg, "--quiet")) {
+        in->quiet = 1;
+    } else if (arg[0] == '-' && arg[1]) {
+        return 0;
+    } else {
+        in->inputs[in->n_inputs++] = arg;
+    }
+    return 1;
+}
+
+void scfm_cli_inputs_free(scfm_cli_inputs *in) {
+    free(in->inputs);
+    in->inputs = NULL;
+    in->n_inputs = 0;
 }

@@ -19,9 +19,6 @@ int scfm_cli_usage_error(const char *help, const char *fmt, const char *arg);
 int scfm_cli_fail(const scfm_error *err);
 /* The exit code for a failure, without printing (ranks other than 0). */
 int scfm_cli_exit_code(const scfm_error *err);
-/* For a command that runs on every MPI rank, where every rank has the same
- * status st: rank 0 prints err; the exit code for st. */
-int scfm_cli_fail_ranks(int rank, scfm_status st, const scfm_error *err);
 /* H:MM:SS or M:SS. */
 void scfm_cli_format_duration(double seconds, char *out, size_t cap);
 
@@ -35,7 +32,7 @@ void scfm_cli_format_duration(double seconds, char *out, size_t cap);
 typedef struct {
     scfm_matrix_options matrix; /* --use-raw, --allow-non-integer */
     int force, quiet;           /* --force, --quiet */
-    const char **inputs;        /* the INPUT arguments in order; NULL when out of memory */
+    const char **inputs;        /* the INPUT arguments in order */
     int n_inputs;
 } scfm_cli_inputs;
 

@@ -50,8 +50,7 @@ static const char *tokenize_help =
     "                      flavor \"seurat\"; one extra pass over the inputs)\n"
     "  --include-zeros     bin mode with --hvg: every kept gene, zeros in bin 0\n"
     "  --seed S            bin mode: seed of the tie and sampling draws (default 0)\n"
-    "  --use-raw           h5ad: read raw/X and raw/var instead of X\n"
-    "  --allow-non-integer accept non-integer counts (they must still be >= 0)\n"
+    SCFM_CLI_MATRIX_HELP
     "  --force             replace SHARD_DIR if it exists (otherwise an error)\n"
     "  --quiet             no progress or summary lines\n"
     "  -h, --help          this text\n"
@@ -118,11 +117,11 @@ int scfm_cmd_tokenize(int argc, char **argv) {
         {"--seed", 0, LLONG_MAX, 0},
     };
     const int n_numbers = (int)(sizeof numbers / sizeof numbers[0]);
-    scfm_tokenize_options opt = {.matrix = {.require_counts = 1}, .log1p = 1};
-    const char **inputs = calloc((size_t)argc + 1, sizeof(char *));
+    scfm_tokenize_options opt = {.log1p = 1};
+    scfm_cli_inputs in = scfm_cli_inputs_new(argc);
     const char *out = NULL, *vocab_dir = NULL, *mode = NULL, *usage = NULL, *bad = NULL;
     char message[512];
-    int n_inputs = 0, quiet = 0, bin_only = 0;
+    int bin_only = 0;
     for (int i = 0; i < argc && !usage; i++) {
         const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         int number = 0;
@@ -167,23 +166,15 @@ int scfm_cmd_tokenize(int argc, char **argv) {
                 usage = "tokenize: --bin-input is log1p or raw, not '%s'", bad = value;
         } else if (!strcmp(a, "--include-zeros")) {
             opt.include_zeros = bin_only = 1;
-        } else if (!strcmp(a, "--use-raw")) {
-            opt.matrix.use_raw = 1;
-        } else if (!strcmp(a, "--allow-non-integer")) {
-            opt.matrix.require_counts = 0;
-        } else if (!strcmp(a, "--force")) {
-            opt.force = 1;
-        } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
+        } else if (!scfm_cli_inputs_take(&in, a)) {
             usage = "tokenize: unexpected option '%s'", bad = a;
-        } else {
-            inputs[n_inputs++] = a;
         }
     }
+    opt.matrix = in.matrix;
+    opt.force = in.force;
     if (!usage && !mode) usage = "%s", bad = "tokenize: --mode rank|bin is required";
     if (!usage && !vocab_dir) usage = "%s", bad = "tokenize: --vocab VOCAB_DIR is required";
-    if (!usage && !n_inputs) usage = "%s", bad = "tokenize: at least one INPUT is required";
+    if (!usage && !in.n_inputs) usage = "%s", bad = "tokenize: at least one INPUT is required";
     if (!usage && !out) usage = "%s", bad = "tokenize: an output directory (-o SHARD_DIR) is required";
     if (!usage && bin_only && !strcmp(mode, "rank"))
         usage = "%s", bad = "tokenize: --bins, --bin-input, --hvg, --include-zeros and --seed belong to --mode bin";
@@ -201,7 +192,7 @@ int scfm_cmd_tokenize(int argc, char **argv) {
         opt.hvg = (int)numbers[3].value;
         opt.seed = (uint64_t)numbers[4].value;
         progress_printer pp = {scfm_now(), scfm_now()};
-        if (!quiet) {
+        if (!in.quiet) {
             opt.progress = print_progress;
             opt.progress_user = &pp;
         }
@@ -209,17 +200,16 @@ int scfm_cmd_tokenize(int argc, char **argv) {
         scfm_tokenize_report report = {0};
         scfm_status st = scfm_vocab_read(vocab_dir, &vocab, &err);
         st = scfm_comm_agree(comm, st, &err);
-        if (st == SCFM_OK) st = scfm_tokenize(comm, vocab, inputs, n_inputs, out, &opt, &report, &err);
+        if (st == SCFM_OK) st = scfm_tokenize(comm, vocab, in.inputs, in.n_inputs, out, &opt, &report, &err);
         /* Every rank has the same status; rank 0 reports it. */
         if (st != SCFM_OK)
-            code = rank == 0 ? scfm_cli_fail(&err)
-                             : st == SCFM_ERR_ARG || st == SCFM_ERR_CONFIG ? SCFM_EXIT_USAGE : SCFM_EXIT_RUNTIME;
-        else if (rank == 0 && !quiet)
-            print_report(&report, &opt, out, inputs, scfm_now() - pp.start);
+            code = rank == 0 ? scfm_cli_fail(&err) : scfm_cli_exit_code(&err);
+        else if (rank == 0 && !in.quiet)
+            print_report(&report, &opt, out, in.inputs, scfm_now() - pp.start);
         scfm_tokenize_report_free(&report);
         scfm_vocab_free(vocab);
     }
-    free(inputs);
+    scfm_cli_inputs_free(&in);
     scfm_comm_finalize(comm);
     return code;
 }

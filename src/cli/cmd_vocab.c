@@ -25,8 +25,7 @@ static const char *vocab_help =
     "  --special LIST      special tokens after <pad> and <mask>: cls, eos, cls,eos\n"
     "                      (Geneformer V2) or none (V1, the default)\n"
     "  --min-cells N       keep genes counted in at least N cells (default 1)\n"
-    "  --use-raw           h5ad: read raw/X and raw/var instead of X\n"
-    "  --allow-non-integer accept non-integer counts (they must still be >= 0)\n"
+    SCFM_CLI_MATRIX_HELP
     "  --force             replace VOCAB_DIR if it exists (otherwise an error)\n"
     "  --quiet             no summary line\n"
     "  -h, --help          this text\n"
@@ -53,10 +52,9 @@ int scfm_cmd_vocab(int argc, char **argv) {
     scfm_error err = {0};
     if (scfm_comm_init(&argc, &argv, &comm, &err) != SCFM_OK) return scfm_cli_fail(&err);
     const int rank = scfm_comm_rank(comm);
-    scfm_vocab_options opt = {.min_cells = 1, .matrix = {.require_counts = 1}};
-    const char **inputs = calloc((size_t)argc + 1, sizeof(char *));
+    scfm_vocab_options opt = {.min_cells = 1};
+    scfm_cli_inputs in = scfm_cli_inputs_new(argc);
     const char *out = NULL, *usage = NULL, *bad = NULL;
-    int n_inputs = 0, force = 0, quiet = 0;
     for (int i = 0; i < argc && !usage; i++) {
         const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         int takes_value =
@@ -74,21 +72,12 @@ int scfm_cmd_vocab(int argc, char **argv) {
             opt.min_cells = strtoll(argv[++i], &end, 10);
             if (errno || *end || opt.min_cells < 1)
                 usage = "vocab: --min-cells must be a positive integer, not '%s'", bad = value;
-        } else if (!strcmp(a, "--use-raw")) {
-            opt.matrix.use_raw = 1;
-        } else if (!strcmp(a, "--allow-non-integer")) {
-            opt.matrix.require_counts = 0;
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
+        } else if (!scfm_cli_inputs_take(&in, a)) {
             usage = "vocab: unexpected option '%s'", bad = a;
-        } else {
-            inputs[n_inputs++] = a;
         }
     }
-    if (!usage && !n_inputs) usage = "%s", bad = "vocab: at least one INPUT is required";
+    opt.matrix = in.matrix;
+    if (!usage && !in.n_inputs) usage = "%s", bad = "vocab: at least one INPUT is required";
     if (!usage && !out) usage = "%s", bad = "vocab: an output directory (-o VOCAB_DIR) is required";
     int code = 0;
     if (usage) {
@@ -97,21 +86,20 @@ int scfm_cmd_vocab(int argc, char **argv) {
         scfm_vocab *vocab = NULL;
         scfm_vocab_report report;
         double start = scfm_now();
-        scfm_status st = scfm_vocab_build(comm, inputs, n_inputs, &opt, &vocab, &report, &err);
-        if (st == SCFM_OK && rank == 0) st = scfm_vocab_write(vocab, out, force, &err);
+        scfm_status st = scfm_vocab_build(comm, in.inputs, in.n_inputs, &opt, &vocab, &report, &err);
+        if (st == SCFM_OK && rank == 0) st = scfm_vocab_write(vocab, out, in.force, &err);
         st = scfm_comm_agree(comm, st, &err);
         /* Every rank has the same status; rank 0 reports it. */
         if (st != SCFM_OK)
-            code = rank == 0 ? scfm_cli_fail(&err)
-                             : st == SCFM_ERR_ARG || st == SCFM_ERR_CONFIG ? SCFM_EXIT_USAGE : SCFM_EXIT_RUNTIME;
-        else if (rank == 0 && !quiet)
+            code = rank == 0 ? scfm_cli_fail(&err) : scfm_cli_exit_code(&err);
+        else if (rank == 0 && !in.quiet)
             fprintf(stderr, "scfm vocab: %lld cells (%lld without counts), %lld genes, %lld kept (counted in >= %lld "
                     "cells) -> %s/%s, hash %016llx, %.1f s\n", (long long)report.cells, (long long)report.cells_empty,
                     (long long)report.genes_seen, (long long)report.genes_kept, (long long)opt.min_cells, out,
                     SCFM_VOCAB_FILE, (unsigned long long)vocab->hash, scfm_now() - start);
         scfm_vocab_free(vocab);
     }
-    free(inputs);
+    scfm_cli_inputs_free(&in);
     scfm_comm_finalize(comm);
     return code;
 }

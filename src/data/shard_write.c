@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dist/comm_mpi.h"
+#include "io/h5util.h"
 #include "scfm/data.h"
 
 #define SHARD_FORMAT "scfm-tokens"
@@ -114,55 +115,38 @@ void scfm_output_dir_discard(const char *dir) {
 /* ---- HDF5 helpers ---- */
 
 static herr_t write_attr_int(hid_t loc, const char *name, int64_t value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return r;
+    return scfm_h5_write_attr(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, -1, &value);
 }
 
+/* A fixed-length UTF-8 string, the form the shard reader accepts. */
 static herr_t write_attr_string(hid_t loc, const char *name, const char *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, strlen(value) ? strlen(value) : 1);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    hid_t a = H5Acreate2(loc, name, t, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : H5Awrite(a, t, value);
-    if (a >= 0) H5Aclose(a);
+    herr_t r = scfm_h5_write_attr(loc, name, t, t, -1, value);
     H5Tclose(t);
-    H5Sclose(space);
     return r;
 }
 
 /* A 1-D dataset that grows by appends. */
 static hid_t create_growing(hid_t loc, const char *name, hid_t type, hsize_t chunk) {
     hsize_t dims = 0, maxdims = H5S_UNLIMITED;
-    hid_t space = H5Screate_simple(1, &dims, &maxdims);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 1, &chunk);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    hid_t d = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    return d;
+    return scfm_h5_create_dataset(loc, name, type, 1, &dims, &maxdims, &chunk, SCFM_H5_NO_FILL);
 }
 
 /* Writes data to elements [start, start + n) of a 1-D dataset; a rank with
  * nothing to write still takes part in the collective transfer. */
 static herr_t write_part(hid_t d, hid_t dxpl, hid_t mem_type, int64_t start, int64_t n, const void *data) {
-    hid_t fspace = H5Dget_space(d);
-    hsize_t s = (hsize_t)start, c = n > 0 ? (hsize_t)n : 1;
-    hid_t mspace = H5Screate_simple(1, &c, NULL);
-    if (n > 0) {
-        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &s, NULL, &c, NULL);
-    } else {
-        H5Sselect_none(fspace);
-        H5Sselect_none(mspace);
-    }
-    herr_t r = H5Dwrite(d, mem_type, mspace, fspace, dxpl, data);
-    H5Sclose(mspace);
-    H5Sclose(fspace);
+    return scfm_h5_write_rows(d, dxpl, mem_type, start, n, 0, data);
+}
+
+/* A 1-D dataset of n elements of type, written whole by rank 0. */
+static herr_t write_fixed(hid_t loc, const char *name, hid_t type, hid_t mem_type, int64_t n, const void *data,
+                          hid_t dxpl, int rank) {
+    hsize_t dims = (hsize_t)n;
+    hid_t d = scfm_h5_create_dataset(loc, name, type, 1, &dims, NULL, NULL, 0);
+    herr_t r = d < 0 ? -1 : write_part(d, dxpl, mem_type, 0, rank == 0 ? n : 0, data);
+    if (d >= 0) H5Dclose(d);
     return r;
 }
 
@@ -178,12 +162,7 @@ static herr_t write_strings(hid_t loc, const char *name, const char *const *stri
     H5Tset_size(t, width);
     H5Tset_strpad(t, H5T_STR_NULLPAD);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    hsize_t dims = (hsize_t)n;
-    hid_t space = H5Screate_simple(1, &dims, NULL);
-    hid_t d = H5Dcreate2(loc, name, t, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = d < 0 ? -1 : write_part(d, dxpl, t, 0, rank == 0 ? n : 0, buf);
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(space);
+    herr_t r = write_fixed(loc, name, t, t, n, buf, dxpl, rank);
     H5Tclose(t);
     free(buf);
     return r;
@@ -244,16 +223,11 @@ static herr_t write_meta(scfm_shard_writer *w, const scfm_shard_meta *m) {
     if (r >= 0) r = write_attr_string(w->file, "normalisation", m->normalisation);
     if (r >= 0) r = write_attr_int(w->file, "shard_index", m->shard_index);
     if (r >= 0) r = write_attr_int(w->file, "n_shards", m->n_shards);
-    hid_t g = r >= 0 ? H5Gcreate2(w->file, "sources", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    hid_t g = r >= 0 ? scfm_h5_create_group(w->file, "sources", 0) : -1;
     r = g < 0 ? -1 : write_strings(g, "path", m->sources, m->n_sources, w->dxpl, w->rank);
-    if (r >= 0) {
-        hsize_t n = (hsize_t)m->n_sources;
-        hid_t space = H5Screate_simple(1, &n, NULL);
-        hid_t d = H5Dcreate2(g, "n_cells", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        r = d < 0 ? -1 : write_part(d, w->dxpl, H5T_NATIVE_INT64, 0, w->rank == 0 ? m->n_sources : 0, m->source_cells);
-        if (d >= 0) H5Dclose(d);
-        H5Sclose(space);
-    }
+    if (r >= 0)
+        r = write_fixed(g, "n_cells", H5T_STD_I64LE, H5T_NATIVE_INT64, m->n_sources, m->source_cells, w->dxpl,
+                        w->rank);
     if (g >= 0) H5Gclose(g);
     return r;
 }
@@ -270,10 +244,10 @@ static herr_t create_datasets(scfm_shard_writer *w, const scfm_shard_meta *m) {
     const int64_t zero = 0;
     herr_t r = H5Dset_extent(w->offsets, &one);
     if (r >= 0) r = write_part(w->offsets, w->dxpl, H5T_NATIVE_INT64, 0, w->rank == 0 ? 1 : 0, &zero);
-    hid_t obs = m->n_obs > 0 && r >= 0 ? H5Gcreate2(w->file, "obs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    hid_t obs = m->n_obs > 0 && r >= 0 ? scfm_h5_create_group(w->file, "obs", 0) : -1;
     if (m->n_obs > 0 && obs < 0) r = -1;
     for (int i = 0; i < m->n_obs && r >= 0; i++) {
-        hid_t g = H5Gcreate2(obs, m->obs_columns[i], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t g = scfm_h5_create_group(obs, m->obs_columns[i], 0);
         r = g < 0 ? -1 : write_strings(g, "categories", m->obs_categories[i], m->obs_n_categories[i], w->dxpl, w->rank);
         w->obs_codes[i] = g < 0 ? -1 : create_growing(g, "codes", H5T_STD_I32LE, CELL_CHUNK);
         if (w->obs_codes[i] < 0) r = -1;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/h5util.h"
 #include "scfm/data.h"
 
 #define SHARD_FORMAT "scfm-tokens"
@@ -41,42 +42,7 @@ struct scfm_shards {
 };
 
 static int read_int_attr(hid_t file, const char *name, int64_t *value) {
-    if (H5Aexists(file, name) <= 0) return 0;
-    hid_t a = H5Aopen(file, name, H5P_DEFAULT);
-    if (a < 0) return 0;
-    herr_t r = H5Aread(a, H5T_NATIVE_INT64, value);
-    H5Aclose(a);
-    return r >= 0;
-}
-
-static int read_string_attr(hid_t file, const char *name, char *out, size_t cap) {
-    if (H5Aexists(file, name) <= 0) return 0;
-    hid_t a = H5Aopen(file, name, H5P_DEFAULT);
-    hid_t t = H5Aget_type(a);
-    int ok = 0;
-    if (H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) {
-        size_t n = H5Tget_size(t);
-        if (n < cap) {
-            hid_t mem = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mem, n + 1);
-            H5Tset_cset(mem, H5Tget_cset(t)); /* HDF5 does not convert between character sets */
-            ok = H5Aread(a, mem, out) >= 0;
-            out[n] = '\0';
-            H5Tclose(mem);
-        }
-    }
-    H5Tclose(t);
-    H5Aclose(a);
-    return ok;
-}
-
-static int64_t dataset_length(hid_t d) {
-    hid_t space = H5Dget_space(d);
-    hsize_t dims[1] = {0};
-    int nd = H5Sget_simple_extent_ndims(space);
-    if (nd == 1) H5Sget_simple_extent_dims(space, dims, NULL);
-    H5Sclose(space);
-    return nd == 1 ? (int64_t)dims[0] : -1;
+    return scfm_h5_attr_ints(file, ".", name, value, 1) == 1;
 }
 
 /* Reads a whole 1-D int64 dataset of n elements into a new array. */
@@ -84,13 +50,13 @@ static scfm_status read_int64s(const shard *s, const char *name, int64_t n, int6
     if (H5Lexists(s->file, name, H5P_DEFAULT) <= 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: dataset '%s' is missing", s->path, name);
     hid_t d = H5Dopen2(s->file, name, H5P_DEFAULT);
-    int64_t len = d < 0 ? -1 : dataset_length(d);
+    int64_t len = d < 0 ? -1 : scfm_h5_dataset_length(d);
     scfm_status st = SCFM_OK;
     if (len != n) {
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: '%s' must be 1-D with %lld elements", s->path, name, (long long)n);
     } else if (!(*out = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)))) {
         st = scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory for '%s'", s->path, name);
-    } else if (n > 0 && H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
+    } else if (scfm_h5_read_slice(d, H5T_NATIVE_INT64, 0, n, *out) < 0) {
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot read '%s'", s->path, name);
     }
     if (d >= 0) H5Dclose(d);
@@ -114,7 +80,7 @@ static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
     if (s->file < 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open as HDF5", s->path);
     char format[64] = "", hash[32] = "";
     int64_t version = 0;
-    if (!read_string_attr(s->file, "format", format, sizeof format) || strcmp(format, SHARD_FORMAT) ||
+    if (!scfm_h5_attr_string(s->file, ".", "format", format, sizeof format) || strcmp(format, SHARD_FORMAT) ||
         !read_int_attr(s->file, "version", &version))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: not an scfm token shard (attribute 'format' must be \"%s\")",
                          s->path, SHARD_FORMAT);
@@ -124,21 +90,21 @@ static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
     if (!read_int_attr(s->file, "vocab_size", &a->vocab_size) || a->vocab_size < 3)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'vocab_size' missing or below 3", s->path);
     char *end = NULL;
-    if (!read_string_attr(s->file, "vocab_hash", hash, sizeof hash) || strlen(hash) != 16 ||
+    if (!scfm_h5_attr_string(s->file, ".", "vocab_hash", hash, sizeof hash) || strlen(hash) != 16 ||
         (a->vocab_hash = strtoull(hash, &end, 16), *end))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'vocab_hash' must be 16 hex digits", s->path);
-    if (!read_string_attr(s->file, "mode", a->mode, sizeof a->mode) ||
+    if (!scfm_h5_attr_string(s->file, ".", "mode", a->mode, sizeof a->mode) ||
         (strcmp(a->mode, "rank") && strcmp(a->mode, "bin")))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'mode' must be \"rank\" or \"bin\"", s->path);
     if (!read_int_attr(s->file, "shard_index", &a->shard_index) || !read_int_attr(s->file, "n_shards", &a->n_shards))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attributes 'shard_index' and 'n_shards' are required", s->path);
     if ((s->tokens = open_uncached(s->file, "tokens")) < 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: dataset 'tokens' is missing", s->path);
-    int64_t n_tok = dataset_length(s->tokens);
+    int64_t n_tok = scfm_h5_dataset_length(s->tokens);
     if (H5Lexists(s->file, "offsets", H5P_DEFAULT) <= 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: dataset 'offsets' is missing", s->path);
     hid_t off = H5Dopen2(s->file, "offsets", H5P_DEFAULT);
-    int64_t n_off = off < 0 ? -1 : dataset_length(off);
+    int64_t n_off = off < 0 ? -1 : scfm_h5_dataset_length(off);
     if (off >= 0) H5Dclose(off);
     if (n_off < 1 || n_tok < 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' and 'tokens' must be 1-D", s->path);
@@ -153,7 +119,7 @@ static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
         if (s->offsets[i + 1] < s->offsets[i])
             return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' decrease at cell %lld", s->path, (long long)i);
     if (!strcmp(a->mode, "bin")) {
-        if ((s->values = open_uncached(s->file, "values")) < 0 || dataset_length(s->values) != n_tok)
+        if ((s->values = open_uncached(s->file, "values")) < 0 || scfm_h5_dataset_length(s->values) != n_tok)
             return scfm_fail(err, SCFM_ERR_FORMAT, "%s: bin mode needs dataset 'values' with one value per token",
                              s->path);
     }
@@ -286,23 +252,17 @@ static scfm_status read_cell(scfm_shards *s, int64_t i, int values, void **buffe
                          (long long)s->n_cells);
     const shard *sh = locate(s, i);
     int64_t j = i - sh->first_cell;
-    hsize_t start = (hsize_t)sh->offsets[j], count = (hsize_t)(sh->offsets[j + 1] - sh->offsets[j]);
+    int64_t start = sh->offsets[j], count = sh->offsets[j + 1] - sh->offsets[j];
     if ((int)count > *cap) {
-        void *grown = realloc(*buffer, elem * (count + 1));
+        void *grown = realloc(*buffer, elem * (size_t)(count + 1));
         if (!grown) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory reading cell %lld", (long long)i);
         *buffer = grown;
         *cap = (int)count;
     }
     *length = (int)count;
     if (count == 0) return SCFM_OK;
-    hid_t d = values ? sh->values : sh->tokens;
-    hid_t fspace = H5Dget_space(d);
-    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL);
-    hid_t mspace = H5Screate_simple(1, &count, NULL);
-    herr_t r = H5Dread(d, values ? H5T_NATIVE_UINT8 : H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, *buffer);
-    H5Sclose(mspace);
-    H5Sclose(fspace);
-    if (r < 0)
+    if (scfm_h5_read_slice(values ? sh->values : sh->tokens, values ? H5T_NATIVE_UINT8 : H5T_NATIVE_INT32, start,
+                           count, *buffer) < 0)
         return scfm_fail(err, SCFM_ERR_IO, "%s: cannot read the %s of cell %lld", sh->path,
                          values ? "values" : "tokens", (long long)j);
     return SCFM_OK;

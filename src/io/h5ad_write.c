@@ -10,13 +10,14 @@
  * and an empty float64 array for an empty column-order. Object times are not
  * recorded, so the same calls give a byte-identical file. */
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "io/h5util.h"
 #include "scfm/io.h"
 
 #define CHUNK_BYTES ((size_t)1 << 20)
@@ -47,22 +48,8 @@ struct scfm_h5ad_writer {
 
 /* ---- HDF5 helpers: each returns < 0 on failure, and the caller names the object ---- */
 
-static hid_t create_plist(hid_t cls) {
-    hid_t p = H5Pcreate(cls);
-    if (p >= 0 && H5Pset_obj_track_times(p, 0) < 0) {
-        H5Pclose(p);
-        return -1;
-    }
-    return p;
-}
-
 static herr_t set_str_attr(hid_t obj, hid_t str_type, const char *name, const char *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(obj, name, str_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : H5Awrite(a, str_type, &value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return r;
+    return scfm_h5_write_attr(obj, name, str_type, str_type, -1, &value);
 }
 
 static herr_t set_encoding(hid_t obj, hid_t str_type, const char *type, const char *version) {
@@ -74,14 +61,8 @@ static herr_t set_encoding(hid_t obj, hid_t str_type, const char *type, const ch
  * is what anndata itself writes for a dataframe without columns. */
 static herr_t set_str_array_attr(hid_t obj, hid_t str_type, const char *name, const char *const *values,
                                  int n) {
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
     hid_t type = n > 0 ? str_type : H5T_IEEE_F64LE;
-    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : n > 0 ? H5Awrite(a, type, values) : 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return r;
+    return scfm_h5_write_attr(obj, name, type, type, n, values);
 }
 
 static herr_t set_bool_attr(hid_t obj, const char *name, int value) {
@@ -90,36 +71,18 @@ static herr_t set_bool_attr(hid_t obj, const char *name, int value) {
     herr_t r = type < 0 ? -1 : 0;
     if (r >= 0) r = H5Tenum_insert(type, "FALSE", &f);
     if (r >= 0) r = H5Tenum_insert(type, "TRUE", &t);
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = r < 0 ? -1 : H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    r = a < 0 ? -1 : H5Awrite(a, type, &v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
+    if (r >= 0) r = scfm_h5_write_attr(obj, name, type, type, -1, &v);
     if (type >= 0) H5Tclose(type);
     return r;
 }
 
 static hid_t create_group(hid_t loc, hid_t str_type, const char *name, const char *type, const char *version) {
-    hid_t gcpl = create_plist(H5P_GROUP_CREATE);
-    hid_t g = gcpl < 0 ? -1 : H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    if (gcpl >= 0) H5Pclose(gcpl);
+    hid_t g = scfm_h5_create_group(loc, name, SCFM_H5_NO_TIMES);
     if (g >= 0 && set_encoding(g, str_type, type, version) < 0) {
         H5Gclose(g);
         return -1;
     }
     return g;
-}
-
-static hid_t create_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
-                            const hsize_t *max_dims, const hsize_t *chunk) {
-    hid_t space = H5Screate_simple(rank, dims, max_dims);
-    hid_t dcpl = create_plist(H5P_DATASET_CREATE);
-    herr_t r = space < 0 || dcpl < 0 ? -1 : 0;
-    if (r >= 0 && chunk) r = H5Pset_chunk(dcpl, rank, chunk);
-    hid_t d = r < 0 ? -1 : H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (dcpl >= 0) H5Pclose(dcpl);
-    if (space >= 0) H5Sclose(space);
-    return d;
 }
 
 /* An empty dataset of rows of `width` elements (width 0: scalars, 1-D) that
@@ -129,30 +92,21 @@ static hid_t create_rows(hid_t loc, const char *name, hid_t type, int width) {
     size_t row_bytes = H5Tget_size(type) * (size_t)(width > 0 ? width : 1);
     hsize_t dims[2] = {0, (hsize_t)width}, max_dims[2] = {H5S_UNLIMITED, (hsize_t)width};
     hsize_t chunk[2] = {row_bytes < CHUNK_BYTES ? CHUNK_BYTES / row_bytes : 1, (hsize_t)width};
-    return create_dataset(loc, name, type, rank, dims, max_dims, chunk);
+    return scfm_h5_create_dataset(loc, name, type, rank, dims, max_dims, chunk, SCFM_H5_NO_TIMES);
 }
 
 /* Writes rows [start, start + n) of a create_rows dataset, extending it. */
 static herr_t append_rows(hid_t d, hid_t mem_type, int64_t start, int64_t n, int width, const void *buf) {
     if (n == 0) return 0;
-    int rank = width > 0 ? 2 : 1;
-    hsize_t size[2] = {(hsize_t)(start + n), (hsize_t)width}, offset[2] = {(hsize_t)start, 0};
-    hsize_t count[2] = {(hsize_t)n, (hsize_t)width};
+    hsize_t size[2] = {(hsize_t)(start + n), (hsize_t)width};
     if (H5Dset_extent(d, size) < 0) return -1;
-    hid_t file_space = H5Dget_space(d);
-    hid_t mem_space = H5Screate_simple(rank, count, NULL);
-    herr_t r = file_space < 0 || mem_space < 0 ? -1 : 0;
-    if (r >= 0) r = H5Sselect_hyperslab(file_space, H5S_SELECT_SET, offset, NULL, count, NULL);
-    if (r >= 0) r = H5Dwrite(d, mem_type, mem_space, file_space, H5P_DEFAULT, buf);
-    if (mem_space >= 0) H5Sclose(mem_space);
-    if (file_space >= 0) H5Sclose(file_space);
-    return r;
+    return scfm_h5_write_rows(d, H5P_DEFAULT, mem_type, start, n, width, buf);
 }
 
 /* A fixed-size dataset written whole, with its anndata encoding. */
 static herr_t write_array(hid_t loc, hid_t str_type, const char *name, hid_t type, int rank, const hsize_t *dims,
                           const void *data, const char *encoding) {
-    hid_t d = create_dataset(loc, name, type, rank, dims, NULL, NULL);
+    hid_t d = scfm_h5_create_dataset(loc, name, type, rank, dims, NULL, NULL, SCFM_H5_NO_TIMES);
     herr_t r = d < 0 ? -1 : H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
     if (r >= 0) r = set_encoding(d, str_type, encoding, "0.2.0");
     if (d >= 0) H5Dclose(d);
@@ -303,12 +257,7 @@ static scfm_status write_layout(scfm_h5ad_writer *w, const char *const *gene_ids
 
     hid_t x = create_group(f, s, "X", "csr_matrix", "0.1.0");
     int64_t shape[2] = {w->n_cells, w->n_genes}, zero = 0;
-    hsize_t two = 2;
-    hid_t space = H5Screate_simple(1, &two, NULL);
-    hid_t a = x < 0 ? -1 : H5Acreate2(x, "shape", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    r = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, shape);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
+    r = x < 0 ? -1 : scfm_h5_write_attr(x, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, shape);
     if (r >= 0) {
         w->x_data = create_rows(x, "data", H5T_IEEE_F32LE, 0);
         /* scipy needs indices and indptr of one type, wide enough for the
@@ -586,17 +535,16 @@ static scfm_status complete(scfm_h5ad_writer *w, scfm_error *err) {
     r = H5Fclose(w->file);
     w->file = -1;
     if (r < 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot close", w->tmp);
-    /* Durable before the rename makes it visible under its name. */
-    int fd = open(w->tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        scfm_fail(err, SCFM_ERR_IO, "%s: cannot sync: %s", w->tmp, strerror(errno));
-        if (fd >= 0) close(fd);
-        return err->status;
-    }
-    close(fd);
+    /* Durable before the rename makes it visible under its name, and the
+     * rename itself durable after. */
+    if (scfm_fsync_path(w->tmp, err) != SCFM_OK) return err->status;
     if (rename(w->tmp, w->path) != 0)
         return scfm_fail(err, SCFM_ERR_IO, "cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
-    return SCFM_OK;
+    char *dir = strdup(w->path);
+    scfm_status st =
+        dir ? scfm_fsync_path(dirname(dir), err) : scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", w->path);
+    free(dir);
+    return st;
 }
 
 scfm_status scfm_h5ad_finish(scfm_h5ad_writer *w, scfm_error *err) {

@@ -89,6 +89,13 @@ int scfm_h5_attr_ints(hid_t file, const char *name, const char *attr, int64_t *o
     return count;
 }
 
+int64_t scfm_h5_dataset_length(hid_t d) {
+    hid_t space = H5Dget_space(d);
+    int64_t n = H5Sget_simple_extent_ndims(space) == 1 ? space_length(space) : -1;
+    H5Sclose(space);
+    return n;
+}
+
 scfm_status scfm_h5_array_open(hid_t file, const char *path, const char *name, int integer, scfm_h5_array *a,
                                scfm_error *err) {
     a->file = path;
@@ -96,11 +103,10 @@ scfm_status scfm_h5_array_open(hid_t file, const char *path, const char *name, i
     a->length = 0;
     a->id = H5Dopen2(file, name, H5P_DEFAULT);
     if (a->id < 0) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: no dataset %s", path, name);
-    hid_t type = H5Dget_type(a->id), space = H5Dget_space(a->id);
+    hid_t type = H5Dget_type(a->id);
     H5T_class_t cls = H5Tget_class(type);
-    a->length = H5Sget_simple_extent_ndims(space) == 1 ? space_length(space) : -1;
-    H5Sclose(space);
     H5Tclose(type);
+    a->length = scfm_h5_dataset_length(a->id);
     if (cls != H5T_INTEGER && (integer || cls != H5T_FLOAT))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s must hold %s", path, name,
                          integer ? "integers" : "numbers");
@@ -113,8 +119,7 @@ void scfm_h5_array_close(scfm_h5_array *a) {
     a->id = H5I_INVALID_HID;
 }
 
-/* Reads [start, start + count) of a 1-D dataset as mem_type. */
-static herr_t read_slice(hid_t dset, hid_t mem_type, int64_t start, int64_t count, void *out) {
+herr_t scfm_h5_read_slice(hid_t dset, hid_t mem_type, int64_t start, int64_t count, void *out) {
     if (count == 0) return 0;
     hid_t fspace = H5Dget_space(dset);
     hsize_t off[1] = {(hsize_t)start}, cnt[1] = {(hsize_t)count};
@@ -128,7 +133,7 @@ static herr_t read_slice(hid_t dset, hid_t mem_type, int64_t start, int64_t coun
 
 scfm_status scfm_h5_array_read(const scfm_h5_array *a, hid_t mem_type, int64_t start, int64_t count, void *out,
                                scfm_error *err) {
-    if (read_slice(a->id, mem_type, start, count, out) < 0)
+    if (scfm_h5_read_slice(a->id, mem_type, start, count, out) < 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot read %s[%lld, %lld) (truncated or corrupt file?)",
                          a->file, a->name, (long long)start, (long long)(start + count));
     return SCFM_OK;
@@ -150,7 +155,7 @@ static scfm_status push_slice(hid_t d, hid_t type, int64_t start, int64_t count,
     } else {
         mem = H5Tcopy(cls == H5T_INTEGER ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE);
     }
-    if (read_slice(d, mem, start, count, buf) < 0) {
+    if (scfm_h5_read_slice(d, mem, start, count, buf) < 0) {
         H5Tclose(mem);
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot read %s (truncated or corrupt file?)", path, name);
     }
@@ -182,9 +187,9 @@ scfm_status scfm_h5_read_strings(hid_t file, const char *path, const char *name,
                                  scfm_error *err) {
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
     if (d < 0) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: no dataset %s", path, name);
-    hid_t type = H5Dget_type(d), space = H5Dget_space(d);
+    hid_t type = H5Dget_type(d);
     H5T_class_t cls = H5Tget_class(type);
-    int64_t n = H5Sget_simple_extent_ndims(space) == 1 ? space_length(space) : -1;
+    int64_t n = scfm_h5_dataset_length(d);
     scfm_status st = SCFM_OK;
     if (cls != H5T_STRING && cls != H5T_INTEGER && cls != H5T_FLOAT)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s holds neither strings nor numbers", path, name);
@@ -197,7 +202,6 @@ scfm_status scfm_h5_read_strings(hid_t file, const char *path, const char *name,
     for (int64_t lo = 0; st == SCFM_OK && lo < n; lo += slice)
         st = push_slice(d, type, lo, n - lo < slice ? n - lo : slice, buf, out, path, name, err);
     free(buf);
-    H5Sclose(space);
     H5Tclose(type);
     H5Dclose(d);
     return st;
@@ -405,4 +409,62 @@ scfm_status scfm_h5_sparse_read_minor(scfm_h5_sparse *s, int require_counts, int
     free(t.gene);
     free(t.value);
     return st;
+}
+
+/* ---- writing ---- */
+
+static hid_t create_plist(hid_t cls, unsigned flags) {
+    hid_t p = H5Pcreate(cls);
+    herr_t r = p < 0 ? -1 : 0;
+    if (r >= 0 && (flags & SCFM_H5_NO_TIMES)) r = H5Pset_obj_track_times(p, 0);
+    if (r >= 0 && (flags & SCFM_H5_NO_FILL)) r = H5Pset_fill_time(p, H5D_FILL_TIME_NEVER);
+    if (r < 0 && p >= 0) {
+        H5Pclose(p);
+        return -1;
+    }
+    return p;
+}
+
+hid_t scfm_h5_create_group(hid_t loc, const char *name, unsigned flags) {
+    hid_t gcpl = create_plist(H5P_GROUP_CREATE, flags);
+    hid_t g = gcpl < 0 ? -1 : H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    if (gcpl >= 0) H5Pclose(gcpl);
+    return g;
+}
+
+hid_t scfm_h5_create_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                             const hsize_t *max_dims, const hsize_t *chunk, unsigned flags) {
+    hid_t space = H5Screate_simple(rank, dims, max_dims);
+    hid_t dcpl = create_plist(H5P_DATASET_CREATE, flags);
+    herr_t r = space < 0 || dcpl < 0 ? -1 : 0;
+    if (r >= 0 && chunk) r = H5Pset_chunk(dcpl, rank, chunk);
+    hid_t d = r < 0 ? -1 : H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    return d;
+}
+
+herr_t scfm_h5_write_attr(hid_t obj, const char *name, hid_t type, hid_t mem_type, int64_t n, const void *buf) {
+    hsize_t dims[1] = {(hsize_t)(n > 0 ? n : 0)};
+    hid_t space = n < 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    hid_t a = space < 0 ? -1 : H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t r = a < 0 ? -1 : n != 0 ? H5Awrite(a, mem_type, buf) : 0;
+    if (a >= 0) H5Aclose(a);
+    if (space >= 0) H5Sclose(space);
+    return r;
+}
+
+herr_t scfm_h5_write_rows(hid_t d, hid_t dxpl, hid_t mem_type, int64_t start, int64_t n, int width,
+                          const void *buf) {
+    int rank = width > 0 ? 2 : 1;
+    hsize_t offset[2] = {(hsize_t)start, 0}, count[2] = {(hsize_t)(n > 0 ? n : 1), (hsize_t)width};
+    hid_t file_space = H5Dget_space(d);
+    hid_t mem_space = H5Screate_simple(rank, count, NULL);
+    herr_t r = file_space < 0 || mem_space < 0 ? -1 : 0;
+    if (r >= 0 && n > 0) r = H5Sselect_hyperslab(file_space, H5S_SELECT_SET, offset, NULL, count, NULL);
+    else if (r >= 0 && (H5Sselect_none(file_space) < 0 || H5Sselect_none(mem_space) < 0)) r = -1;
+    if (r >= 0) r = H5Dwrite(d, mem_type, mem_space, file_space, dxpl, buf);
+    if (mem_space >= 0) H5Sclose(mem_space);
+    if (file_space >= 0) H5Sclose(file_space);
+    return r;
 }

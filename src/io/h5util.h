@@ -1,7 +1,9 @@
-/* Private: HDF5 helpers for the h5ad and 10x readers. Objects are named by
- * their full path in the file ("raw/X/indptr"), which is also what error
- * messages quote. HDF5's own error printing is switched off: failures are
- * reported through scfm_error. */
+/* Private: HDF5 helpers for the h5ad and 10x readers, the token shard
+ * reader, and the h5ad and shard writers. Objects are named by their full
+ * path in the file ("raw/X/indptr"), which is also what error messages
+ * quote. HDF5's own error printing is switched off: failures are reported
+ * through scfm_error, or by the writing helpers as a negative result for the
+ * caller to name the object in its message. */
 #ifndef SCFM_IO_H5UTIL_H
 #define SCFM_IO_H5UTIL_H
 
@@ -25,6 +27,12 @@ SCFM_MATRIX_PRIVATE int scfm_h5_attr_string(hid_t file, const char *name, const 
  * of another type or size. */
 SCFM_MATRIX_PRIVATE int scfm_h5_attr_ints(hid_t file, const char *name, const char *attr, int64_t *out,
                                           int max);
+
+/* Elements of the 1-D dataset d; -1 when it has another rank. */
+SCFM_MATRIX_PRIVATE int64_t scfm_h5_dataset_length(hid_t d);
+/* Reads elements [start, start + count) of the 1-D dataset d as mem_type;
+ * < 0 on failure. */
+SCFM_MATRIX_PRIVATE herr_t scfm_h5_read_slice(hid_t d, hid_t mem_type, int64_t start, int64_t count, void *out);
 
 /* A 1-D numeric dataset. */
 typedef struct {
@@ -75,5 +83,30 @@ SCFM_MATRIX_PRIVATE scfm_status scfm_h5_sparse_read_major(scfm_h5_sparse *s, int
 SCFM_MATRIX_PRIVATE scfm_status scfm_h5_sparse_read_minor(scfm_h5_sparse *s, int require_counts,
                                                           int64_t first, int64_t n, scfm_cells_chunk *c,
                                                           scfm_error *err);
+
+/* ---- writing: each returns < 0 on failure ---- */
+
+/* Creation options of scfm_h5_create_group and scfm_h5_create_dataset. */
+enum {
+    SCFM_H5_NO_TIMES = 1, /* object times not recorded: the same calls give the same bytes */
+    SCFM_H5_NO_FILL = 2,  /* chunks are not filled before they are written */
+};
+
+SCFM_MATRIX_PRIVATE hid_t scfm_h5_create_group(hid_t loc, const char *name, unsigned flags);
+/* A dataset of the given rank and dims that can grow to max_dims (NULL:
+ * fixed), stored in chunks of chunk elements (NULL: contiguous). */
+SCFM_MATRIX_PRIVATE hid_t scfm_h5_create_dataset(hid_t loc, const char *name, hid_t type, int rank,
+                                                 const hsize_t *dims, const hsize_t *max_dims, const hsize_t *chunk,
+                                                 unsigned flags);
+/* Attribute name of obj of the file type type: a scalar when n < 0, else a
+ * 1-D array of n elements; buf (in mem_type) is written unless n is 0. */
+SCFM_MATRIX_PRIVATE herr_t scfm_h5_write_attr(hid_t obj, const char *name, hid_t type, hid_t mem_type, int64_t n,
+                                              const void *buf);
+/* Writes rows [start, start + n) of d, a dataset of rows of width elements
+ * (width 0: a 1-D dataset of scalars), through the transfer list dxpl. With
+ * n 0 it selects nothing but still writes, so that a rank without rows takes
+ * part in a collective transfer. */
+SCFM_MATRIX_PRIVATE herr_t scfm_h5_write_rows(hid_t d, hid_t dxpl, hid_t mem_type, int64_t start, int64_t n,
+                                              int width, const void *buf);
 
 #endif

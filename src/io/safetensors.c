@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,21 +166,6 @@ static int write_all(int fd, const void *data, size_t n) {
     return 1;
 }
 
-/* Makes the rename itself durable. File systems that cannot sync a directory
- * (EINVAL) have nothing to sync. */
-static scfm_status sync_parent_dir(const char *path, scfm_error *err) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    scfm_status s = SCFM_OK;
-    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
-        s = scfm_fail(err, SCFM_ERR_IO, "%s: cannot sync directory %s: %s", path, dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(dir);
-    return s;
-}
-
 scfm_status scfm_safetensors_write(const char *path, const scfm_st_tensor *tensors, int n_tensors,
                                    const scfm_st_meta *meta, int n_meta, scfm_error *err) {
     scfm_status s = check_write_args(path, tensors, n_tensors, meta, n_meta, err);
@@ -225,7 +211,10 @@ scfm_status scfm_safetensors_write(const char *path, const scfm_st_tensor *tenso
         unlink(tmp);
         goto done;
     }
-    s = sync_parent_dir(path, err);
+    /* Makes the rename itself durable. */
+    char *dir = strdup(path);
+    s = dir ? scfm_fsync_path(dirname(dir), err) : scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
+    free(dir);
 done:
     scfm_strbuf_free(&header);
     free(tmp);

@@ -8,14 +8,6 @@ set -euo pipefail
 scfm=$1 src=$2 work=$3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-# In a sanitizer build, LeakSanitizer would report what Open MPI allocates for
-# the life of the process: its components stay loaded (so their frames have
-# names), stacks are unwound in full, and leaks inside Open MPI are
-# suppressed; scfm's own leaks are still reported.
-printf 'leak:%s\n' ompi_mpi_init ompi_mpi_finalize libmpi.so libopen-pal.so libopen-rte.so libpmix.so \
-    libhwloc.so libevent >lsan.supp
-export OMPI_MCA_mca_base_component_disable_dlclose=1 LSAN_OPTIONS="suppressions=$PWD/lsan.supp:print_suppressions=0"
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 fail() { echo "FAIL: $*"; exit 1; }
 np() { local n=$1; shift; mpirun --oversubscribe -np "$n" "$scfm" "$@"; }
 

@@ -6,7 +6,9 @@
 
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
+#include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 static inline int scfm_test_run(const char *suite_name, CU_TestInfo *tests) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
@@ -23,6 +25,15 @@ static inline int scfm_test_run(const char *suite_name, CU_TestInfo *tests) {
     CU_cleanup_registry();
     if (ran == 0) return 3;
     return failures == 0 ? 0 : 1;
+}
+
+/* dir/name for a test's scratch file, creating dir (whose parent must exist)
+ * first; the path lives in a buffer that the next call reuses. */
+static inline const char *scfm_test_tmp_path(const char *dir, const char *name) {
+    static char path[512];
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) CU_FAIL_FATAL("cannot create the test's scratch directory");
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return path;
 }
 
 #endif

@@ -3,11 +3,9 @@
  * misuse (more cells than declared, too few, out-of-order or malformed
  * chunks, bad codes, repeated names) leave no file and an error that names
  * the path. anndata's side is checked by tests/cli/simulate.sh. */
-#include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -18,10 +16,9 @@
 static const char *const GENES[] = {"g0", "g1", "g2", "g3"};
 static const char *const TYPES[] = {"B", "T"};
 
+/* A scratch path with no file there yet. */
 static const char *tmp_path(const char *name) {
-    static char path[512];
-    if (mkdir(TMP_DIR, 0755) != 0 && errno != EEXIST) CU_FAIL_FATAL("cannot create " TMP_DIR);
-    snprintf(path, sizeof path, "%s/%s", TMP_DIR, name);
+    const char *path = scfm_test_tmp_path(TMP_DIR, name);
     unlink(path);
     return path;
 }

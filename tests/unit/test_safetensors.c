@@ -1,7 +1,6 @@
 /* safetensors reader and writer: round trips, files from the Python writer,
  * and malformed files, each of which must give SCFM_ERR_FORMAT with a message
  * that names the file and the fault. */
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,12 +13,7 @@
 
 #define TMP_DIR SCFM_TEST_BINARY_DIR "/safetensors_tmp"
 
-static const char *tmp_path(const char *name) {
-    static char path[512];
-    if (mkdir(TMP_DIR, 0755) != 0 && errno != EEXIST) CU_FAIL_FATAL("cannot create " TMP_DIR);
-    snprintf(path, sizeof path, "%s/%s", TMP_DIR, name);
-    return path;
-}
+static const char *tmp_path(const char *name) { return scfm_test_tmp_path(TMP_DIR, name); }
 
 static long file_size(const char *path) {
     struct stat st;

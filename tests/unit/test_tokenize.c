@@ -2,7 +2,6 @@
  * cells, the shard writer and reader round trip, the vocabulary file, and
  * the errors for shards made with another vocabulary. The whole pipeline
  * under mpirun, against numpy references, is tests/cli/tokenize.sh. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +13,7 @@
 
 #define TMP_DIR SCFM_TEST_BINARY_DIR "/tokenize_tmp"
 
-static const char *tmp_path(const char *name) {
-    static char path[512];
-    if (mkdir(TMP_DIR, 0755) != 0 && errno != EEXIST) CU_FAIL_FATAL("cannot create " TMP_DIR);
-    snprintf(path, sizeof path, "%s/%s", TMP_DIR, name);
-    return path;
-}
+static const char *tmp_path(const char *name) { return scfm_test_tmp_path(TMP_DIR, name); }
 
 /* ---- rank encoder ---- */
 
