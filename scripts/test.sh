@@ -16,11 +16,6 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 echo "== sanitizer build (AddressSanitizer + UndefinedBehaviorSanitizer)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSCFM_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs" >/dev/null
-# LeakSanitizer skips what Open MPI keeps for the life of the process
-# (tests/lsan.supp, matched by library names); its components stay loaded and
-# stacks are unwound in full so that those names are known.
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=0 \
-    LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
-    OMPI_MCA_mca_base_component_disable_dlclose=1 \
-    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs"
+# (the sanitizer options and LeakSanitizer's Open MPI suppressions are part of
+# the tests' environment: tests/CMakeLists.txt)
+ctest --test-dir build-asan --output-on-failure -j"$jobs"
