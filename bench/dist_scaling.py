@@ -10,8 +10,8 @@ same micro-batch per rank (geneformer-v1-6L shapes, cells of --cell-len
 tokens), alternating np=1 and np=2 in every round; a run's step time is the
 median of its per-step wall times (from metrics.jsonl, warm-up steps
 dropped); efficiency = (tokens/s per rank at np=2) / (tokens/s at np=1).
-Hidden share: 1 - (median wait for the reductions after backward, comm_s of
-the np=2 run) / (median time of a blocking MPI_Allreduce of all gradients,
+Hidden share: 1 - (median wait for the gradient reduction after backward,
+reduce_wait_s of the np=2 run) / (median time of a blocking MPI_Allreduce of all gradients,
 from bench_allreduce in the same round). Bandwidth: bench_allreduce's plain
 MPI_Allreduce and bucketed scfm_comm_isum_f32 (training's path) of the same
 buffer. Medians over the rounds."""
@@ -46,7 +46,7 @@ def train(args, env, work, np_, tag):
     times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(rows, rows[1:])][args.warmup:]
     step_s = statistics.median(times)
     tokens = statistics.median(r["tokens"] for r in rows)
-    comm_s = statistics.median(r["comm_s"] for r in rows[args.warmup + 1:])
+    comm_s = statistics.median(r["reduce_wait_s"] for r in rows[args.warmup + 1:])
     shutil.rmtree(ck, ignore_errors=True)
     return {"step_s": step_s, "tokens_per_s_per_rank": tokens / step_s / np_, "comm_s": comm_s}
 

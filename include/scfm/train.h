@@ -91,7 +91,10 @@ typedef struct {
     double tokens_per_s;  /* over the whole run so far */
     double elapsed_s, eta_s;
     double compute_s, data_s; /* this step: compute, waiting for the loader */
-    double comm_s;            /* this step: waiting for reductions not hidden behind backward */
+    double comm_s;            /* this step: in collectives (step-start agreement, which also waits
+                                 for the slowest rank, gradient reduction, loss sum, ZeRO-1 gather) */
+    double reduce_wait_s;     /* this step: waiting after backward for the gradient reduction,
+                                 the part of it not hidden behind backward */
     double checkpoint_s;      /* this step: writing a checkpoint */
     int world_size;
     int epoch;

@@ -23,10 +23,11 @@ static void write_metrics(FILE *f, const scfm_train_progress *p) {
     fprintf(f,
             "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
             "\"tokens\": %lld, \"targets\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f, "
-            "\"compute_s\": %.4f, \"data_s\": %.4f, \"comm_s\": %.4f, \"checkpoint_s\": %.4f, \"ranks\": %d}\n",
+            "\"compute_s\": %.4f, \"data_s\": %.4f, \"comm_s\": %.4f, \"reduce_wait_s\": %.4f, "
+            "\"checkpoint_s\": %.4f, \"ranks\": %d}\n",
             (long long)p->step, p->epoch, p->loss, p->lr, p->grad_norm, (long long)p->tokens,
             (long long)p->targets, p->tokens_per_s, p->elapsed_s, p->compute_s, p->data_s, p->comm_s,
-            p->checkpoint_s, p->world_size);
+            p->reduce_wait_s, p->checkpoint_s, p->world_size);
     fflush(f);
 }
 
@@ -345,6 +346,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         float *grads = scfm_model_grads(r.model); /* under ZeRO-1: this rank's block of the sum */
         if (r.zero1) st = scfm_comm_sum_scatter_f32(opt->comm, grads, n_params, err);
         else if (world > 1) st = finish_reduction(&reducer, r.model, err);
+        const double reduce_wait_s = scfm_now() - comm_t0;
         if (st == SCFM_OK && world > 1) st = scfm_comm_sum_f64(opt->comm, sums, 2, err);
         if (st != SCFM_OK) break;
         double comm_t1 = scfm_now();
@@ -403,6 +405,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             p.compute_s = (comm_t0 - compute_t0) + (t2 - comm_t1);
             p.data_s = data_s;
             p.comm_s = comm_s;
+            p.reduce_wait_s = reduce_wait_s;
             p.checkpoint_s = checkpoint_s;
             p.world_size = world;
             p.epoch = (int)r.epochs[r.n_batches - 1];
