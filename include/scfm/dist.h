@@ -37,6 +37,11 @@ scfm_status scfm_comm_bcast(scfm_comm *c, void *data, size_t bytes, int root, sc
 scfm_status scfm_comm_allgather(scfm_comm *c, const void *data, size_t bytes, void *out,
                                 scfm_error *err);
 
+/* Every rank contributes bytes[rank] bytes (all ranks pass the same bytes
+ * array, e.g. from scfm_comm_allgather); out receives them by rank. */
+scfm_status scfm_comm_allgatherv(scfm_comm *c, const void *data, const size_t *bytes, void *out,
+                                 scfm_error *err);
+
 /* Non-blocking in-place sum of n floats over all ranks: the data-parallel
  * gradient reduction, started while backward still runs. The values must
  * not be touched until scfm_comm_wait returns. */

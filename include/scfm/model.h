@@ -45,6 +45,7 @@ const scfm_tensor_info *scfm_model_find_tensor(const scfm_model *m, const char *
 /* BERT initialisation: weights ~ N(0, init_std), biases 0, LayerNorm weight 1,
  * drawn from Philox keyed by seed and each value's index. */
 void scfm_model_init_weights(scfm_model *m, uint64_t seed);
+/* Zeroes the gradients, and the embedding rows kept aside. */
 void scfm_model_zero_grad(scfm_model *m);
 
 /* Forward and backward floating-point operations per token of a batch (for
@@ -74,16 +75,25 @@ scfm_status scfm_model_load(scfm_model *m, const char *path, scfm_error *err);
 
 /* Called during scfm_model_backward as soon as the gradients of params
  * [offset, offset + size) are final for that pass, in the order the pass
- * finishes them: the head (with the final norm), the layers from last to
- * first, then the embeddings (the word embeddings take the tied decoder's
- * gradient, so they come last). Data-parallel training starts reducing each
- * range there, overlapping communication with the rest of backward. NULL
- * turns it off. */
+ * finishes them: the head (with the final norm), the word embeddings, the
+ * layers from last to first, then the rest of the embeddings.
+ * Data-parallel training starts reducing each range there, overlapping
+ * communication with the rest of backward. While a hook is set, the word
+ * embeddings' range holds only the tied decoder's gradient: the input
+ * lookup's part, one row per token, is kept aside (scfm_model_embedding_rows)
+ * so that the largest tensor need not wait for the end of backward. NULL
+ * turns the hook off and backward accumulates everything in place. */
 typedef void (*scfm_grad_ready_fn)(size_t offset, size_t size, void *user);
 void scfm_model_set_grad_ready(scfm_model *m, scfm_grad_ready_fn fn, void *user);
 /* The ranges scfm_grad_ready_fn reports, in the same order (NULL arrays:
- * only the count, layers + 2). */
+ * only the count, layers + 3). */
 int scfm_model_grad_ranges(const scfm_model *m, size_t *offset, size_t *size);
+/* After a backward with a hook: the word-embedding gradient rows kept aside
+ * (a token id and a hidden-sized row per token of the batch; 0 rows after a
+ * backward without hook). Valid until the next forward. */
+int scfm_model_embedding_rows(const scfm_model *m, const int32_t **tokens, const float **rows);
+/* Adds rows to the word embeddings' gradient, in order (deterministic). */
+void scfm_model_add_embedding_rows(scfm_model *m, const int32_t *tokens, const float *rows, int n);
 
 /* Final hidden states of the last forward, [n_tokens, hidden]. */
 const float *scfm_model_hidden(const scfm_model *m);

@@ -186,6 +186,21 @@ scfm_status scfm_comm_gather_blocks_to_f32(scfm_comm *c, const float *mine, floa
                      "gather", err);
 }
 
+scfm_status scfm_comm_allgatherv(scfm_comm *c, const void *data, const size_t *bytes, void *out,
+                                 scfm_error *err) {
+    int counts[c->size], displs[c->size];
+    size_t total = 0;
+    for (int r = 0; r < c->size; r++) {
+        if (bytes[r] > (size_t)INT32_MAX || total > (size_t)INT32_MAX)
+            return scfm_fail(err, SCFM_ERR_ARG, "allgather of %zu bytes is too large", total + bytes[r]);
+        counts[r] = (int)bytes[r];
+        displs[r] = (int)total;
+        total += bytes[r];
+    }
+    return mpi_check(MPI_Allgatherv(data, counts[c->rank], MPI_BYTE, out, counts, displs, MPI_BYTE, c->comm),
+                     "allgather", err);
+}
+
 scfm_status scfm_comm_agree(scfm_comm *c, scfm_status local, scfm_error *err) {
     /* The lowest failing rank reports: the maximum of (size - rank) picks it. */
     int64_t key = local != SCFM_OK ? (int64_t)(c->size - c->rank) : 0;

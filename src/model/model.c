@@ -54,6 +54,9 @@ struct scfm_model {
     size_t *layer_begin;     /* [layers + 1]: where each layer's parameters start; the last is the head's */
     scfm_grad_ready_fn grad_ready;
     void *grad_ready_user;
+    int n_deferred;                  /* lookup rows of the word-embedding gradient kept aside */
+    const int32_t *deferred_tokens;  /* [n_deferred] */
+    const float *deferred_rows;      /* [n_deferred, C] */
 
     /* activation arena, sized for cap_T tokens, cap_N targets, cap_probs */
     int cap_T, cap_N;
@@ -265,7 +268,10 @@ void scfm_model_init_weights(scfm_model *m, uint64_t seed) {
     }
 }
 
-void scfm_model_zero_grad(scfm_model *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+void scfm_model_zero_grad(scfm_model *m) {
+    memset(m->grads, 0, sizeof(float) * m->n_params);
+    m->n_deferred = 0;
+}
 
 double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backward) {
     const double C = m->C, F = m->F, V = m->V;
@@ -607,15 +613,18 @@ void scfm_model_set_grad_ready(scfm_model *m, scfm_grad_ready_fn fn, void *user)
 }
 
 int scfm_model_grad_ranges(const scfm_model *m, size_t *offset, size_t *size) {
+    const size_t wte = (size_t)m->V * (size_t)m->C;
     int n = 0;
-    size_t begin[m->NL + 2], end[m->NL + 2];
+    size_t begin[m->NL + 3], end[m->NL + 3];
     begin[n] = m->layer_begin[m->NL];
     end[n++] = m->n_params;
+    begin[n] = 0;
+    end[n++] = wte;
     for (int l = m->NL - 1; l >= 0; l--) {
         begin[n] = m->layer_begin[l];
         end[n++] = m->layer_begin[l + 1];
     }
-    begin[n] = 0;
+    begin[n] = wte;
     end[n++] = m->layer_begin[0];
     for (int i = 0; offset && i < n; i++) {
         offset[i] = begin[i];
@@ -624,14 +633,40 @@ int scfm_model_grad_ranges(const scfm_model *m, size_t *offset, size_t *size) {
     return n;
 }
 
+int scfm_model_embedding_rows(const scfm_model *m, const int32_t **tokens, const float **rows) {
+    *tokens = m->deferred_tokens;
+    *rows = m->deferred_rows;
+    return m->n_deferred;
+}
+
+void scfm_model_add_embedding_rows(scfm_model *m, const int32_t *tokens, const float *rows, int n) {
+    const int C = m->C;
+#pragma omp parallel
+    {
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int lo = (int)((long)C * id / nth), hi = (int)((long)C * (id + 1) / nth);
+        for (int t = 0; t < n; t++) {
+            float *e = m->g.wte + (size_t)tokens[t] * C;
+            const float *d = rows + (size_t)t * C;
+            for (int i = lo; i < hi; i++) e[i] += d[i];
+        }
+    }
+}
+
 static void grads_ready(const scfm_model *m, size_t begin, size_t end) {
     if (m->grad_ready) m->grad_ready(begin, end - begin, m->grad_ready_user);
 }
 
 void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
     const int T = b->n_tokens, C = m->C;
+    const size_t wte = (size_t)m->V * (size_t)C;
+    /* With a hook, the word embeddings' gradient is reported in two parts:
+     * the tied decoder's (dense, final after the head) right away, and the
+     * input lookup's (a row per token) kept aside for the caller. */
+    const int deferring = m->grad_ready != NULL;
     head_backward(m, b, loss_scale);
-    grads_ready(m, m->layer_begin[m->NL], m->n_params); /* final norm and head, but not the tied wte */
+    grads_ready(m, m->layer_begin[m->NL], m->n_params); /* final norm and head */
+    grads_ready(m, 0, wte);
     for (int l = m->NL - 1; l >= 0; l--) {
         layer_backward(m, b, l);
         grads_ready(m, m->layer_begin[l], m->layer_begin[l + 1]);
@@ -641,6 +676,9 @@ void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
     memset(m->dtmp1, 0, sizeof(float) * (size_t)T * C);
     scfm_layernorm_backward(m->dtmp1, m->g.ln_e_w, m->g.ln_e_b, m->dres, m->emb, m->w.ln_e_w,
                             m->ln_e_mean, m->ln_e_rstd, T, C);
-    scfm_embedding_backward(m->g.wte, m->g.wpe, m->dtmp1, b->tokens, m->positions, T, C);
-    grads_ready(m, 0, m->layer_begin[0]);
+    scfm_embedding_backward(deferring ? NULL : m->g.wte, m->g.wpe, m->dtmp1, b->tokens, m->positions, T, C);
+    m->n_deferred = deferring ? T : 0;
+    m->deferred_tokens = b->tokens;
+    m->deferred_rows = m->dtmp1;
+    grads_ready(m, wte, m->layer_begin[0]);
 }

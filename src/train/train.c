@@ -102,10 +102,38 @@ static void reduce_bucket(size_t offset, size_t size, void *user) {
     if (g->status == SCFM_OK) g->n_pending++;
 }
 
+/* Every rank's word-embedding lookup rows (kept aside by backward) are
+ * gathered and added in rank order, so every replica gets the same sum: a
+ * row per token is far less than the dense [vocab, hidden] tensor. */
+static scfm_status exchange_embedding_rows(scfm_comm *comm, scfm_model *m, scfm_error *err) {
+    const int world = scfm_comm_size(comm);
+    const size_t C = (size_t)scfm_model_get_config(m)->hidden;
+    const int32_t *tokens;
+    const float *rows;
+    int64_t mine = scfm_model_embedding_rows(m, &tokens, &rows), counts[world];
+    scfm_status st = scfm_comm_allgather(comm, &mine, sizeof mine, counts, err);
+    if (st != SCFM_OK) return st;
+    size_t token_bytes[world], row_bytes[world], total = 0;
+    for (int r = 0; r < world; r++) {
+        token_bytes[r] = sizeof(int32_t) * (size_t)counts[r];
+        row_bytes[r] = sizeof(float) * C * (size_t)counts[r];
+        total += (size_t)counts[r];
+    }
+    int32_t *all_tokens = malloc(sizeof(int32_t) * (total ? total : 1));
+    float *all_rows = malloc(sizeof(float) * C * (total ? total : 1));
+    st = all_tokens && all_rows ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory gathering embedding rows");
+    if ((st = scfm_comm_agree(comm, st, err)) == SCFM_OK) st = scfm_comm_allgatherv(comm, tokens, token_bytes, all_tokens, err);
+    if (st == SCFM_OK) st = scfm_comm_allgatherv(comm, rows, row_bytes, all_rows, err);
+    if (st == SCFM_OK) scfm_model_add_embedding_rows(m, all_tokens, all_rows, (int)total);
+    free(all_tokens);
+    free(all_rows);
+    return st;
+}
+
 /* Waits for every bucket; a rank whose backward did not run (no tokens, or a
  * failed forward) still reduces every bucket, so all ranks issue the same
  * collectives in the same order. */
-static scfm_status finish_reduction(grad_reducer *g, const scfm_model *m, scfm_error *err) {
+static scfm_status finish_reduction(grad_reducer *g, scfm_model *m, scfm_error *err) {
     if (g->n_pending == 0) {
         int n = scfm_model_grad_ranges(m, NULL, NULL);
         size_t offset[n], size[n];
@@ -118,6 +146,7 @@ static scfm_status finish_reduction(grad_reducer *g, const scfm_model *m, scfm_e
         if (st == SCFM_OK) st = w;
     }
     g->n_pending = 0;
+    if (st == SCFM_OK) st = exchange_embedding_rows(g->comm, m, err);
     return st;
 }
 

@@ -23,7 +23,7 @@ void scfm_dropout_apply(float *dst, const float *src, float *grad, int n, float 
 /* out[T,C] = wte[tokens[t]] + wpe[positions[t]] (wpe may be NULL). */
 void scfm_embedding_forward(float *out, const int32_t *tokens, const int32_t *positions,
                             const float *wte, const float *wpe, int T, int C);
-/* dwte[V,C] += scatter(dout), dwpe[P,C] += scatter(dout) (dwpe may be NULL). */
+/* dwte[V,C] += scatter(dout), dwpe[P,C] += scatter(dout) (either may be NULL). */
 void scfm_embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
                              const int32_t *positions, int T, int C);
 

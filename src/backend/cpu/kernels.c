@@ -78,8 +78,10 @@ void scfm_embedding_backward(float *dwte, float *dwpe, const float *dout, const 
         int lo = (int)((long)C * id / nth), hi = (int)((long)C * (id + 1) / nth);
         for (int t = 0; t < T; t++) {
             const float *d = dout + (size_t)t * C;
-            float *e = dwte + (size_t)tokens[t] * C;
-            for (int i = lo; i < hi; i++) e[i] += d[i];
+            if (dwte) {
+                float *e = dwte + (size_t)tokens[t] * C;
+                for (int i = lo; i < hi; i++) e[i] += d[i];
+            }
             if (dwpe) {
                 float *p = dwpe + (size_t)positions[t] * C;
                 for (int i = lo; i < hi; i++) p[i] += d[i];
