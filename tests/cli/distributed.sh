@@ -13,6 +13,7 @@ rm -rf "$work" && mkdir -p "$work" && cd "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 mpirun=(mpirun --oversubscribe -np 2)
 fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/signal_run.sh"
 
 # 400 cells of exactly 64 tokens: a 256-token budget packs 4 cells, so one rank
 # with 2 micro-batches and two ranks with 1 each see the same 8 cells a step.
@@ -33,13 +34,7 @@ losses() { awk -F'[:,]' '{ loss[$2] = $6 } END { for (s in loss) print s + 0, lo
 run=(--set train.steps=40 --set checkpoint.every=5 --set train.micro_batch_tokens=2048)
 "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${run[@]}" --set checkpoint.dir=whole
 "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${run[@]}" --set checkpoint.dir=killed &
-pid=$!
-while [[ $(cat killed/tiny/metrics.jsonl 2>/dev/null | wc -l) -lt 12 ]]; do
-    kill -0 $pid 2>/dev/null || fail "the run to be killed ended first"
-    sleep 0.02
-done
-kill -9 $pid
-wait $pid 2>/dev/null || true
+signal_after_lines $! killed/tiny/metrics.jsonl 12 KILL
 [[ $(wc -l <killed/tiny/metrics.jsonl) -lt 40 ]] || fail "the run finished before it was killed"
 "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${run[@]}" --set checkpoint.dir=killed --resume
 diff <(losses whole/tiny/metrics.jsonl) <(losses killed/tiny/metrics.jsonl) || fail "losses after kill -9 and --resume differ"
@@ -48,17 +43,8 @@ diff <(losses whole/tiny/metrics.jsonl) <(losses killed/tiny/metrics.jsonl) || f
 
 # 3. SIGTERM: checkpoint, exit code 3, then --resume
 "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${run[@]}" --set checkpoint.dir=term &
-pid=$!
-while [[ $(cat term/tiny/metrics.jsonl 2>/dev/null | wc -l) -lt 7 ]]; do
-    kill -0 $pid 2>/dev/null || fail "the run to be stopped ended first"
-    sleep 0.02
-done
-kill -TERM $pid
-set +e
-wait $pid
-rc=$?
-set -e
-[[ $rc -eq 3 ]] || fail "SIGTERM: exit $rc, want 3"
+signal_after_lines $! term/tiny/metrics.jsonl 7 TERM
+[[ $stopped_rc -eq 3 ]] || fail "SIGTERM: exit $stopped_rc, want 3"
 stopped=$(wc -l <term/tiny/metrics.jsonl)
 [[ -f term/tiny/step_$(printf %07d "$stopped")/MANIFEST ]] || fail "SIGTERM wrote no checkpoint at step $stopped"
 "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${run[@]}" --set checkpoint.dir=term --resume
@@ -78,17 +64,8 @@ zero=(--set train.zero1=1)
 zrun=(--set train.steps=30 --set checkpoint.every=5 --set train.micro_batch_tokens=1024)
 "${mpirun[@]}" "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${zero[@]}" "${zrun[@]}" --set checkpoint.dir=zero_whole
 "${mpirun[@]}" "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${zero[@]}" "${zrun[@]}" --set checkpoint.dir=zero_stop &
-pid=$!
-while [[ $(cat zero_stop/tiny/metrics.jsonl 2>/dev/null | wc -l) -lt 7 ]]; do
-    kill -0 $pid 2>/dev/null || fail "the ZeRO-1 run to be stopped ended first"
-    sleep 0.02
-done
-kill -USR1 $pid
-set +e
-wait $pid
-rc=$?
-set -e
-[[ $rc -ne 0 ]] || fail "SIGUSR1 under mpirun: the run was not stopped"
+signal_after_lines $! zero_stop/tiny/metrics.jsonl 7 USR1
+[[ $stopped_rc -ne 0 ]] || fail "SIGUSR1 under mpirun: the run was not stopped"
 [[ $(wc -l <zero_stop/tiny/metrics.jsonl) -lt 30 ]] || fail "the ZeRO-1 run finished before it was stopped"
 "${mpirun[@]}" "$scfm" train "$src/configs/tiny.cfg" "${base[@]}" "${zero[@]}" "${zrun[@]}" --set checkpoint.dir=zero_stop --resume
 diff <(losses zero_whole/tiny/metrics.jsonl) <(losses zero_stop/tiny/metrics.jsonl) || fail "ZeRO-1 losses after --resume differ"

@@ -15,6 +15,7 @@ tools=$(dirname "$scfm")/tests
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SCFM=$scfm
 fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/signal_run.sh"
 steps_of() { wc -l <"$1" | tr -d ' '; }
 loss_at() { grep "^{\"step\": $2," "$1" | tail -n 1 | sed 's/.*"loss": \([^,]*\),.*/\1/'; }
 is_png() { [[ $(head -c 8 "$1" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]]; }
@@ -80,17 +81,8 @@ long=(bash "$src/launch/sweep.sh" long "$src/configs/tiny.cfg" --hidden 16 --ste
       --set data.shards=tok --set data.vocab= --set model.max_len=64 --set train.micro_batch_tokens=256
       --set train.warmup_steps=1)
 "${long[@]}" -- --quiet >long.txt &
-pid=$!
-while [[ $(cat long/h16_s400/metrics.jsonl 2>/dev/null | wc -l) -lt 3 ]]; do
-    kill -0 $pid 2>/dev/null || fail "the sweep to be stopped ended first"
-    sleep 0.05
-done
-kill -TERM $pid
-set +e
-wait $pid
-rc=$?
-set -e
-[[ $rc -eq 3 ]] || fail "SIGTERM to the sweep: exit $rc, want 3"
+signal_after_lines $! long/h16_s400/metrics.jsonl 3 TERM
+[[ $stopped_rc -eq 3 ]] || fail "SIGTERM to the sweep: exit $stopped_rc, want 3"
 [[ -f long/h16_s400/latest && $(cat long/h16_s400/latest) != step_0000400 ]] || fail "SIGTERM: no intermediate checkpoint"
 "${long[@]}" -- --quiet | tee long2.txt
 grep -q "h16_s400: resuming" long2.txt || fail "the stopped sweep did not resume"
