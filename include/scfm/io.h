@@ -115,6 +115,8 @@ typedef struct {
     scfm_matrix_format format;
     int use_raw;         /* h5ad: read raw/X (and raw/var) instead of X */
     int require_counts;  /* values must be finite, non-negative integers (SCFM_ERR_FORMAT otherwise) */
+    int skip_cell_names; /* h5ad, 10x h5: do not load cell names (scfm_matrix_cell_name gives NULL),
+                            so memory does not grow with the number of cells */
 } scfm_matrix_options;
 
 /* Cells [first, first + n_cells) in CSR form; genes are column indices in the

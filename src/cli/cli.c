@@ -35,7 +35,10 @@ void scfm_cli_format_duration(double seconds, char *out, size_t cap) {
 }
 
 scfm_cli_inputs scfm_cli_inputs_new(int argc) {
-    return (scfm_cli_inputs){.matrix = {.require_counts = 1}, .inputs = calloc((size_t)argc + 1, sizeof(char *))};
+    /* vocab and tokenize never use cell names: leave them unread, so memory
+     * does not grow with the cells of an input */
+    return (scfm_cli_inputs){.matrix = {.require_counts = 1, .skip_cell_names = 1},
+                             .inputs = calloc((size_t)argc + 1, sizeof(char *))};
 }
 
 int scfm_cli_inputs_take(scfm_cli_inputs *in, const char *arg) {

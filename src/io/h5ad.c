@@ -202,10 +202,12 @@ static scfm_status read_obs(scfm_matrix *m, h5ad *h, scfm_error *err) {
     scfm_status st = reject_compound_frame(m, h->file, "obs", err);
     if (st != SCFM_OK || scfm_h5_kind(h->file, "obs") != H5I_GROUP) return st; /* no obs: no names */
     index_column(h->file, "obs", index, sizeof index);
-    snprintf(name, sizeof name, "obs/%s", index);
-    st = scfm_h5_read_strings(h->file, m->path, name, &m->cell_names, err);
-    if (st == SCFM_OK) st = scfm_names_check(m->path, &m->cell_names, name, m->n_cells, "cells", h->x, err);
-    if (st != SCFM_OK) return st;
+    if (!m->opt.skip_cell_names) {
+        snprintf(name, sizeof name, "obs/%s", index);
+        st = scfm_h5_read_strings(h->file, m->path, name, &m->cell_names, err);
+        if (st == SCFM_OK) st = scfm_names_check(m->path, &m->cell_names, name, m->n_cells, "cells", h->x, err);
+        if (st != SCFM_OK) return st;
+    }
     hid_t g = H5Gopen2(h->file, "obs", H5P_DEFAULT);
     H5G_info_t info;
     memset(&info, 0, sizeof info);

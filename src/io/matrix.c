@@ -254,7 +254,7 @@ static scfm_status detect(const char *path, scfm_matrix_format *format, scfm_err
 scfm_status scfm_matrix_open(const char *path, const scfm_matrix_options *opt, scfm_matrix **out,
                              scfm_error *err) {
     *out = NULL;
-    static const scfm_matrix_options defaults = {SCFM_MATRIX_AUTO, 0, 0};
+    static const scfm_matrix_options defaults = {SCFM_MATRIX_AUTO, 0, 0, 0};
     if (!opt) opt = &defaults;
     if ((unsigned)opt->format > SCFM_MATRIX_MTX)
         return scfm_fail(err, SCFM_ERR_ARG, "%s: unknown matrix format %d", path, (int)opt->format);

@@ -100,7 +100,8 @@ scfm_status scfm_tenx_open(scfm_matrix *m, scfm_error *err) {
     snprintf(m->entries_field, sizeof m->entries_field, "%s/indices", group);
     st = read_names(m, t, group, ids, m->n_genes, "genes", 1, &m->gene_ids, err);
     if (st == SCFM_OK) st = read_names(m, t, group, symbols, m->n_genes, "genes", 0, &m->gene_symbols, err);
-    if (st == SCFM_OK) st = read_names(m, t, group, "barcodes", m->n_cells, "cells", 0, &m->cell_names, err);
+    if (st == SCFM_OK && !m->opt.skip_cell_names)
+        st = read_names(m, t, group, "barcodes", m->n_cells, "cells", 0, &m->cell_names, err);
     if (st == SCFM_OK)
         st = scfm_h5_sparse_open(t->file, m->path, group, m->n_cells, m->n_genes, "column", &t->sparse, err);
     return st;

@@ -196,7 +196,7 @@ static void check_fixture(const char *name, const scfm_matrix_options *opt, scfm
     scfm_matrix_close(m);
 }
 
-static const scfm_matrix_options counts_only = {SCFM_MATRIX_AUTO, 0, 1};
+static const scfm_matrix_options counts_only = {SCFM_MATRIX_AUTO, 0, 1, 0};
 
 static void check_h5ad(const char *name) {
     check_fixture(name, &counts_only, SCFM_MATRIX_H5AD, N_GENES, WITH_OBS | WITH_CELL_NAMES);
@@ -224,14 +224,14 @@ static void test_h5ad_dense(void) {
 static void test_h5ad_legacy_categoricals(void) { check_h5ad("legacy.h5ad"); }
 
 static void test_h5ad_explicit_format(void) {
-    const scfm_matrix_options opt = {SCFM_MATRIX_H5AD, 0, 0};
+    const scfm_matrix_options opt = {SCFM_MATRIX_H5AD, 0, 0, 0};
     check_fixture("csr_int32.h5ad", &opt, SCFM_MATRIX_H5AD, N_GENES, WITH_OBS | WITH_CELL_NAMES);
     check_fixture("csr_int32.h5ad", NULL, SCFM_MATRIX_H5AD, N_GENES, WITH_OBS | WITH_CELL_NAMES);
 }
 
 static void test_h5ad_raw(void) {
     /* raw/X holds the counts of all 30 genes and raw/var their names. */
-    const scfm_matrix_options raw = {SCFM_MATRIX_AUTO, 1, 1};
+    const scfm_matrix_options raw = {SCFM_MATRIX_AUTO, 1, 1, 0};
     check_fixture("normalised_raw.h5ad", &raw, SCFM_MATRIX_H5AD, N_GENES, WITH_OBS | WITH_CELL_NAMES);
     /* X: log1p-normalised values over the first 20 genes. */
     scfm_matrix *m = open_fixture("normalised_raw.h5ad", NULL);
@@ -253,13 +253,21 @@ static void test_tenx_h5(void) {
     check_fixture("tenx_v2.h5", &counts_only, SCFM_MATRIX_10X_H5, N_GENES, WITH_CELL_NAMES);
 }
 
+/* Cell names left unread (what vocab and tokenize ask for): counts and obs
+ * as before, names NULL. */
+static void test_skip_cell_names(void) {
+    static const scfm_matrix_options skip = {SCFM_MATRIX_AUTO, 0, 1, 1};
+    check_fixture("csr_int32.h5ad", &skip, SCFM_MATRIX_H5AD, N_GENES, WITH_OBS);
+    check_fixture("tenx_v3.h5", &skip, SCFM_MATRIX_10X_H5, N_GENES, 0);
+}
+
 static void test_mtx(void) {
     /* A 10x directory (gzip, sorted by cell), the same through its matrix
      * file, and Cell Ranger 2 names with the entries in random order. */
     check_fixture("mtx_v3", &counts_only, SCFM_MATRIX_MTX, N_GENES, WITH_CELL_NAMES);
     check_fixture("mtx_v3/matrix.mtx.gz", &counts_only, SCFM_MATRIX_MTX, N_GENES, WITH_CELL_NAMES);
     check_fixture("mtx_v2/matrix.mtx", &counts_only, SCFM_MATRIX_MTX, N_GENES, WITH_CELL_NAMES);
-    const scfm_matrix_options mtx = {SCFM_MATRIX_MTX, 0, 1};
+    const scfm_matrix_options mtx = {SCFM_MATRIX_MTX, 0, 1, 0};
     check_fixture("mtx_v2", &mtx, SCFM_MATRIX_MTX, N_GENES, WITH_CELL_NAMES);
 }
 
@@ -315,7 +323,7 @@ static void test_bad_h5ad(void) {
     expect_open_error("missing.h5ad", NULL, SCFM_ERR_IO, "missing.h5ad", "No such file");
     expect_open_error("bad_truncated.h5ad", NULL, SCFM_ERR_FORMAT, "HDF5", "truncated");
     expect_open_error("bad_no_x.h5ad", NULL, SCFM_ERR_FORMAT, "X", "no X");
-    expect_open_error("csr_int32.h5ad", &(scfm_matrix_options){SCFM_MATRIX_AUTO, 1, 0}, SCFM_ERR_FORMAT, "raw/X",
+    expect_open_error("csr_int32.h5ad", &(scfm_matrix_options){SCFM_MATRIX_AUTO, 1, 0, 0}, SCFM_ERR_FORMAT, "raw/X",
                       "no raw/X");
     expect_open_error("bad_shape.h5ad", NULL, SCFM_ERR_FORMAT, "var/_index", "30 entries for the 31 genes of X");
     expect_open_error("bad_dup_gene_ids.h5ad", NULL, SCFM_ERR_FORMAT, "var/_index", want.gene_id[5]);
@@ -397,6 +405,7 @@ int main(void) {
         {"h5ad explicit format and default options", test_h5ad_explicit_format},
         {"h5ad raw/X with normalised X", test_h5ad_raw},
         {"10x h5 v3 and v2", test_tenx_h5},
+        {"cell names left unread on request", test_skip_cell_names},
         {"Matrix Market directories and files", test_mtx},
         {"malformed h5ad", test_bad_h5ad},
         {"malformed 10x h5", test_bad_tenx},
