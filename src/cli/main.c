@@ -13,11 +13,11 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"train", scfm_cmd_train, "CONFIG [--set section.key=value]...   masked-gene pretraining from token shards"},
-    {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},
     {"simulate", scfm_cmd_simulate, "-o PATH [--cells N] [--genes G] ...   a synthetic atlas with known truth (.h5ad)"},
     {"vocab", scfm_cmd_vocab, "INPUT... -o VOCAB_DIR   gene vocabulary and medians (mpirun)"},
     {"tokenize", scfm_cmd_tokenize, "--mode rank|bin --vocab DIR INPUT... -o SHARD_DIR   token shards (mpirun)"},
+    {"train", scfm_cmd_train, "CONFIG [--set section.key=value]... [--resume]   masked-gene pretraining (mpirun)"},
+    {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},
 };
 
 static void print_help(FILE *out) {
@@ -29,8 +29,10 @@ static void print_help(FILE *out) {
     fprintf(out, "\noptions:\n"
                  "  -h, --help      this text; `scfm <command> --help` describes a command\n"
                  "  --version       print the version\n\n"
-                 "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.\n"
-                 "docs: docs/config.md (every configuration key), docs/architecture.md.\n");
+                 "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,\n"
+                 "3 training stopped by a signal after writing a checkpoint.\n"
+                 "docs: docs/config.md (every configuration key), docs/formats.md, docs/launch.md,\n"
+                 "docs/architecture.md.\n");
 }
 
 int main(int argc, char **argv) {
