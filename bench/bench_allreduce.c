@@ -13,19 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "scfm/config.h"
 #include "scfm/dist.h"
 #include "scfm/model.h"
-
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, by_value);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int main(int argc, char **argv) {
     scfm_comm *comm = NULL;
@@ -76,7 +67,7 @@ int main(int argc, char **argv) {
             buckets[r] = t3 - t2;
         }
     }
-    double mp = median(plain, reps), mb = median(buckets, reps), bytes = 4.0 * (double)n;
+    double mp = bench_median(plain, reps), mb = bench_median(buckets, reps), bytes = 4.0 * (double)n;
     if (scfm_comm_rank(comm) == 0)
         printf("{\"ranks\": %d, \"params\": %zu, \"buckets\": %d, \"bytes\": %.0f, \"plain_s\": %.6f, \"buckets_s\": %.6f, "
                "\"plain_GBps\": %.3f, \"buckets_GBps\": %.3f, \"buckets_over_plain_bandwidth\": %.3f}\n",

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "scfm/data.h"
 
 typedef struct {
@@ -80,17 +81,6 @@ static double cpu_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Sorts v in place. */
-static double median_of(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, by_value);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Reuses DIR when it holds exactly the requested cells. */
@@ -198,8 +188,10 @@ int main(int argc, char **argv) {
     scfm_loader_close(l);
     scfm_batch_free(&b);
 
-    double batch_s = median_of(wall, runs), cpu_s = median_of(cpu, runs);
-    double blocked_med = median_of(blocked, steps), blocked_max = blocked[steps - 1];
+    bench_sort(wall, runs); /* wall[0] and wall[runs - 1] are reported too */
+    bench_sort(blocked, steps);
+    double batch_s = bench_median(wall, runs), cpu_s = bench_median(cpu, runs);
+    double blocked_med = bench_median(blocked, steps), blocked_max = blocked[steps - 1];
     fprintf(stderr,
             "bench_loader: %.3f ms per micro-batch of %.0f tokens (%.3f ms CPU): %.4f%% of a %.2f s step; "
             "blocked %.1f us per %.3f s step (median, max %.1f us)\n",
@@ -211,7 +203,7 @@ int main(int argc, char **argv) {
            "\"open_s\": %.4f, \"step_s\": %.3f, \"fraction_of_step\": %.6f, \"cpu_fraction_of_step\": %.6f, "
            "\"sleep_s\": %.4f, \"sleep_steps\": %d, \"blocked_s\": %.6e, \"blocked_s_max\": %.6e}\n",
            o.cells, o.len, o.budget, o.prefetch, o.cold, runs, batches, (double)tokens / ((double)runs * batches),
-           (double)cells / ((double)runs * batches), batch_s, wall[0], wall[runs - 1], cpu_s, median_of(open_s, runs),
+           (double)cells / ((double)runs * batches), batch_s, wall[0], wall[runs - 1], cpu_s, bench_median(open_s, runs),
            o.step_s, batch_s / o.step_s, cpu_s / o.step_s, o.sleep_s, steps, blocked_med, blocked_max);
     free(wall);
     free(cpu);

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu/vmath.h"
+#include "bench_util.h"
 #include "scfm/config.h"
 #include "scfm/data.h"
 #include "scfm/model.h"
@@ -122,27 +124,11 @@ static int parse_args(int argc, char **argv, options *o) {
     return 1;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median of n values (sorts a copy). */
-static double median(const double *v, int n) {
-    double *s = malloc(sizeof(double) * (size_t)n);
-    if (!s) return NAN;
-    memcpy(s, v, sizeof(double) * (size_t)n);
-    qsort(s, (size_t)n, sizeof(double), cmp_double);
-    double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    free(s);
-    return m;
-}
-
+/* SplitMix64: the library's mixer over a Weyl sequence. */
 static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    uint64_t r = scfm_mix64(*state);
+    *state += 0x9E3779B97F4A7C15ull;
+    return r;
 }
 
 typedef struct {
@@ -172,7 +158,7 @@ static int sgemm_reference(int M, int N, int K, int reps, sgemm_result *r) {
         r->m = M;
         r->n = N;
         r->k = K;
-        r->gflops = 2.0 * M * N * K / median(t, reps) / 1e9;
+        r->gflops = 2.0 * M * N * K / bench_median(t, reps) / 1e9;
     }
     scfm_free(A);
     scfm_free(B);
@@ -327,7 +313,7 @@ int main(int argc, char **argv) {
     }
 
     const double *timed = step_s + o.warmup;
-    const double step_med = median(timed, o.steps);
+    const double step_med = bench_median(timed, o.steps);
     double step_min = timed[0];
     for (int i = 1; i < o.steps; i++) step_min = timed[i] < step_min ? timed[i] : step_min;
     const double flops = scfm_model_flops(model, &batch, 1);
@@ -356,8 +342,8 @@ int main(int argc, char **argv) {
     printf("\"tokens_per_s\": %.3f, \"step_s\": %.6f, \"step_s_min\": %.6f, \"forward_s\": %.6f, "
            "\"backward_s\": %.6f, \"optimizer_s\": %.6f, ",
            batch.n_tokens / step_med, step_med, step_min,
-           median(fwd_s + o.warmup, o.steps), median(bwd_s + o.warmup, o.steps),
-           median(opt_s + o.warmup, o.steps));
+           bench_median(fwd_s + o.warmup, o.steps), bench_median(bwd_s + o.warmup, o.steps),
+           bench_median(opt_s + o.warmup, o.steps));
     print_array("step_s_all", timed, o.steps);
     printf(", \"flops_per_step\": %.6e, \"model_gflops\": %.3f, ", flops, model_gflops);
     if (o.no_sgemm)

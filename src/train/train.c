@@ -68,22 +68,6 @@ static scfm_status prepare_run_dir(const scfm_config *cfg, char *run_dir, size_t
     return SCFM_OK;
 }
 
-/* Refuses shards made with another vocabulary than data.vocab, and tells
- * where its genes start (after <pad>, <mask> and any <cls>/<eos>), so
- * masking never picks a special token. Runs before the loader's thread owns
- * HDF5. */
-static scfm_status check_vocabulary(const scfm_config *cfg, int *first_gene, scfm_error *err) {
-    scfm_vocab *v = NULL;
-    scfm_shards *s = NULL;
-    scfm_status st = scfm_vocab_read(cfg->data.vocab, &v, err);
-    if (st == SCFM_OK) st = scfm_shards_open(cfg->data.shards, &s, err);
-    if (st == SCFM_OK) st = scfm_shards_expect_vocab(s, v, err);
-    if (st == SCFM_OK) *first_gene = v->n_special;
-    scfm_shards_close(s);
-    scfm_vocab_free(v);
-    return st;
-}
-
 /* Sums gradient buckets over ranks as backward finishes them. */
 typedef struct {
     scfm_comm *comm;
@@ -167,16 +151,31 @@ static scfm_loader_position resume_position(const scfm_checkpoint_state *s, int 
     return mine;
 }
 
-/* Cells and vocabulary size of the shard set (read before the loader's
- * thread owns HDF5). */
-static scfm_status shard_facts(const char *dir, int64_t *n_cells, int *vocab_size, scfm_error *err) {
+/* What training needs to know of the shard set before the loader's thread
+ * owns HDF5: its cells and vocabulary size; with data.vocab, it also refuses
+ * shards made with another vocabulary and says where that vocabulary's genes
+ * start (after <pad>, <mask> and any <cls>/<eos>), so masking never picks a
+ * special token. */
+typedef struct {
+    int64_t n_cells;
+    int vocab_size;
+    int first_gene;
+} shard_facts;
+
+static scfm_status read_shard_facts(const scfm_config *cfg, shard_facts *f, scfm_error *err) {
+    scfm_vocab *v = NULL;
     scfm_shards *s = NULL;
-    scfm_status st = scfm_shards_open(dir, &s, err);
+    f->first_gene = SCFM_TOKEN_MASK + 1;
+    scfm_status st = cfg->data.vocab[0] ? scfm_vocab_read(cfg->data.vocab, &v, err) : SCFM_OK;
+    if (st == SCFM_OK) st = scfm_shards_open(cfg->data.shards, &s, err);
+    if (st == SCFM_OK && v) st = scfm_shards_expect_vocab(s, v, err);
     if (st == SCFM_OK) {
-        *n_cells = scfm_shards_num_cells(s);
-        *vocab_size = scfm_shards_vocab_size(s);
+        f->n_cells = scfm_shards_num_cells(s);
+        f->vocab_size = scfm_shards_vocab_size(s);
+        if (v) f->first_gene = v->n_special;
     }
     scfm_shards_close(s);
+    scfm_vocab_free(v);
     return st;
 }
 
@@ -254,18 +253,14 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: data.shards is not set", cfg->source[0] ? cfg->source : "config");
     if (tc->threads > 0) omp_set_num_threads(tc->threads);
 
-    int first_gene = SCFM_TOKEN_MASK + 1;
-    if (cfg->data.vocab[0]) st = check_vocabulary(cfg, &first_gene, err);
-    if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) return st;
-    int64_t n_cells = 0;
-    int data_vocab = 0;
-    st = shard_facts(cfg->data.shards, &n_cells, &data_vocab, err);
+    shard_facts facts = {0};
+    st = read_shard_facts(cfg, &facts, err);
     /* The model takes the shards' vocabulary unless the config names a larger one. */
     scfm_model_config mc = cfg->model;
-    if (st == SCFM_OK && mc.vocab_size == 0) mc.vocab_size = data_vocab;
-    if (st == SCFM_OK && mc.vocab_size < data_vocab)
+    if (st == SCFM_OK && mc.vocab_size == 0) mc.vocab_size = facts.vocab_size;
+    if (st == SCFM_OK && mc.vocab_size < facts.vocab_size)
         st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.vocab_size (%d) is smaller than the shards' vocabulary (%d)",
-                       cfg->source, mc.vocab_size, data_vocab);
+                       cfg->source, mc.vocab_size, facts.vocab_size);
     if (st == SCFM_OK) st = scfm_model_create(&mc, &r.model, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out;
     scfm_model_init_weights(r.model, (uint64_t)tc->seed);
@@ -299,7 +294,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         if (st == SCFM_OK) {
             first_step = state.step;
             tokens_seen = state.tokens_seen;
-            start = resume_position(&state, rank, world, n_cells);
+            start = resume_position(&state, rank, world, facts.n_cells);
         }
         free(state.positions);
         if (st != SCFM_OK) goto out_pending;
@@ -311,7 +306,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         .world = world,
         .max_len = cfg->model.max_len,
         .micro_batch_tokens = tc->micro_batch_tokens,
-        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, first_gene, mc.vocab_size},
+        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, facts.first_gene, mc.vocab_size},
     };
     st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
