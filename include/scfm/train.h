@@ -36,7 +36,8 @@ void scfm_adamw_update(scfm_model *model, const float *g, float *m, float *v, si
 /* ---- checkpoints -----------------------------------------------------
  * run_dir/step_NNNNNNN/ holds model.safetensors (weights), optimizer.safetensors
  * (AdamW moments and the state below), config.cfg, metrics.jsonl (the run's
- * metrics before this step's line, which records the checkpoint's time) and MANIFEST
+ * metrics before this step's line, which records the checkpoint's time),
+ * vocab.tsv (a copy of data.vocab, when set) and MANIFEST
  * (size and CRC-32 of each file). It is written as step_NNNNNNN.tmp, each file
  * and the directory fsynced, renamed into place, and only then run_dir/latest
  * names it; the newest checkpoint.keep are kept. Every random draw in scfm is
@@ -53,7 +54,17 @@ typedef struct {
 scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
                                   const float *adam_m, const float *adam_v,
                                   const scfm_checkpoint_state *state, scfm_error *err);
-/* Checks MANIFEST against every file of a step directory. */
+/* A checkpoint of weights alone (what `scfm import` makes): DIR holds
+ * model.safetensors, config.cfg, the vocabulary when cfg->data.vocab names
+ * one, and MANIFEST; written as DIR.tmp and renamed. An existing DIR is an
+ * error (SCFM_ERR_ARG) unless force. */
+scfm_status scfm_checkpoint_write_model(const char *dir, const scfm_config *cfg, const scfm_model *model, int force,
+                                        scfm_error *err);
+/* The step directory a user's path means: a checkpoint directory itself (it
+ * has a MANIFEST), or a run directory (its newest good checkpoint); verified. */
+scfm_status scfm_checkpoint_resolve(const char *path, char *step_dir, size_t cap, scfm_error *err);
+/* Checks MANIFEST against every file it lists; model.safetensors and
+ * config.cfg must be among them. */
 scfm_status scfm_checkpoint_verify(const char *step_dir, scfm_error *err);
 /* The checkpoint to resume from: the one `latest` names when it verifies,
  * else the newest step directory that does (err is cleared then, and

@@ -12,13 +12,19 @@
 #include "scfm/train.h"
 
 #define MANIFEST_HEADER "scfm-checkpoint 1"
+/* What a checkpoint may hold, in MANIFEST order. The weights and the
+ * configuration are always there; a training checkpoint adds the optimiser
+ * state and the metrics; the vocabulary comes along when the run named one,
+ * so that embedding needs nothing but the checkpoint. */
 static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg",
-                                               "metrics.jsonl"};
-enum { N_CHECKPOINT_FILES = 4 };
+                                               "metrics.jsonl", SCFM_VOCAB_FILE};
+enum { N_CHECKPOINT_FILES = 5 };
+static const char *const required_files[] = {"model.safetensors", "config.cfg"};
+enum { N_REQUIRED_FILES = 2 };
 
-/* The run's metrics up to this checkpoint, so a checkpoint directory is a
- * self-contained record (an absent source gives an empty file). */
-static scfm_status copy_metrics(const char *from, const char *to, scfm_error *err) {
+/* A plain copy, synced (an absent source gives an empty file: a run's
+ * metrics before its first step). */
+static scfm_status copy_file(const char *from, const char *to, scfm_error *err) {
     FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
     scfm_status st = out ? SCFM_OK : scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
     char buf[1 << 16];
@@ -58,7 +64,9 @@ static scfm_status write_manifest(const char *dir, scfm_error *err) {
     for (int i = 0; i < N_CHECKPOINT_FILES && st == SCFM_OK; i++) {
         uint32_t crc;
         int64_t size;
+        struct stat sb;
         st = scfm_path_join(file, sizeof file, dir, checkpoint_files[i], err);
+        if (st == SCFM_OK && stat(file, &sb) != 0) continue;
         if (st == SCFM_OK) st = file_crc(file, &crc, &size, err);
         if (st == SCFM_OK) fprintf(out, "%08" PRIx32 " %" PRId64 " %s\n", crc, size, checkpoint_files[i]);
     }
@@ -74,7 +82,7 @@ scfm_status scfm_checkpoint_verify(const char *step_dir, scfm_error *err) {
     FILE *in = fopen(path, "r");
     if (!in) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: checkpoint has no MANIFEST (incomplete or not a checkpoint)", step_dir);
     char line[512];
-    int seen = 0;
+    int seen_required = 0;
     if (!fgets(line, sizeof line, in) || strncmp(line, MANIFEST_HEADER, strlen(MANIFEST_HEADER)) != 0)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: not an scfm checkpoint manifest", path);
     while (st == SCFM_OK && fgets(line, sizeof line, in)) {
@@ -98,11 +106,12 @@ scfm_status scfm_checkpoint_verify(const char *step_dir, scfm_error *err) {
         else if (crc != want_crc)
             st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: checksum %08" PRIx32 " does not match the manifest's %08" PRIx32
                            " (corrupt)", file, crc, want_crc);
-        seen++;
+        for (int i = 0; i < N_REQUIRED_FILES; i++) seen_required += strcmp(name, required_files[i]) == 0;
     }
     fclose(in);
-    if (st == SCFM_OK && seen != N_CHECKPOINT_FILES)
-        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: lists %d files, expected %d", path, seen, N_CHECKPOINT_FILES);
+    if (st == SCFM_OK && seen_required != N_REQUIRED_FILES)
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: does not list both %s and %s", path, required_files[0],
+                       required_files[1]);
     return st;
 }
 
@@ -184,41 +193,63 @@ static scfm_status point_latest(const char *run_dir, const char *name, scfm_erro
     return scfm_fsync_path(run_dir, err);
 }
 
-scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
-                                  const float *adam_m, const float *adam_v,
-                                  const scfm_checkpoint_state *state, scfm_error *err) {
-    char name[32], tmp_name[40], final_dir[SCFM_PATH_MAX], tmp_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX];
-    step_name(name, sizeof name, state->step);
-    snprintf(tmp_name, sizeof tmp_name, "%s.tmp", name);
-    scfm_status st = scfm_path_join(final_dir, sizeof final_dir, run_dir, name, err);
-    if (st == SCFM_OK) st = scfm_path_join(tmp_dir, sizeof tmp_dir, run_dir, tmp_name, err);
-    if (st != SCFM_OK) return st;
+/* Optional parts of a checkpoint being written. */
+typedef struct {
+    size_t n_params;
+    const float *adam_m, *adam_v;          /* NULL: no optimizer.safetensors */
+    const scfm_checkpoint_state *state;
+    const char *metrics;                   /* NULL: no metrics.jsonl */
+} checkpoint_extras;
+
+/* Builds final_dir as final_dir.tmp (every file and the directory synced)
+ * and renames it into place, replacing an older final_dir. */
+static scfm_status write_step_dir(const char *final_dir, const scfm_config *cfg, const scfm_model *model,
+                                  const checkpoint_extras *x, scfm_error *err) {
+    char tmp_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX], vocab[SCFM_PATH_MAX];
+    if (snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir) >= (int)sizeof tmp_dir)
+        return scfm_fail(err, SCFM_ERR_ARG, "%s: path too long", final_dir);
     struct stat sb;
+    scfm_status st = SCFM_OK;
     if (stat(tmp_dir, &sb) == 0 && (st = scfm_remove_dir(tmp_dir, err)) != SCFM_OK) return st; /* a crash's leftover */
     if ((st = scfm_make_dirs(tmp_dir, err)) != SCFM_OK) return st;
     if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "model.safetensors", err);
     if (st == SCFM_OK) st = scfm_model_save(model, path, err);
-    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "optimizer.safetensors", err);
-    if (st == SCFM_OK) st = write_optimizer(path, scfm_model_num_params(model), adam_m, adam_v, state, err);
+    if (st == SCFM_OK && x->adam_m) st = scfm_path_join(path, sizeof path, tmp_dir, "optimizer.safetensors", err);
+    if (st == SCFM_OK && x->adam_m) st = write_optimizer(path, x->n_params, x->adam_m, x->adam_v, x->state, err);
     if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "config.cfg", err);
     if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
-    char metrics[SCFM_PATH_MAX];
-    if (st == SCFM_OK) st = scfm_path_join(metrics, sizeof metrics, run_dir, "metrics.jsonl", err);
-    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "metrics.jsonl", err);
-    if (st == SCFM_OK) st = copy_metrics(metrics, path, err);
+    if (st == SCFM_OK && x->metrics) st = scfm_path_join(path, sizeof path, tmp_dir, "metrics.jsonl", err);
+    if (st == SCFM_OK && x->metrics) st = copy_file(x->metrics, path, err);
+    if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(vocab, sizeof vocab, cfg->data.vocab, SCFM_VOCAB_FILE, err);
+    if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(path, sizeof path, tmp_dir, SCFM_VOCAB_FILE, err);
+    if (st == SCFM_OK && cfg->data.vocab[0] && stat(vocab, &sb) != 0)
+        st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot copy the vocabulary into the checkpoint: %s", vocab, strerror(errno));
+    if (st == SCFM_OK && cfg->data.vocab[0]) st = copy_file(vocab, path, err);
     if (st == SCFM_OK) st = write_manifest(tmp_dir, err);
     if (st == SCFM_OK) st = scfm_fsync_path(tmp_dir, err);
     /* The same step written again (a resumed run) replaces the old directory. */
     if (st == SCFM_OK && stat(final_dir, &sb) == 0) st = scfm_remove_dir(final_dir, err);
     if (st == SCFM_OK && rename(tmp_dir, final_dir) != 0)
         st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot rename to %s: %s", tmp_dir, final_dir, strerror(errno));
-    if (st == SCFM_OK) st = scfm_fsync_path(run_dir, err);
-    if (st == SCFM_OK) st = point_latest(run_dir, name, err);
     if (st != SCFM_OK) {
         scfm_error ignored = {0};
         if (stat(tmp_dir, &sb) == 0) scfm_remove_dir(tmp_dir, &ignored);
-        return st;
     }
+    return st;
+}
+
+scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
+                                  const float *adam_m, const float *adam_v,
+                                  const scfm_checkpoint_state *state, scfm_error *err) {
+    char name[32], final_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX], metrics[SCFM_PATH_MAX];
+    step_name(name, sizeof name, state->step);
+    scfm_status st = scfm_path_join(final_dir, sizeof final_dir, run_dir, name, err);
+    if (st == SCFM_OK) st = scfm_path_join(metrics, sizeof metrics, run_dir, "metrics.jsonl", err);
+    if (st != SCFM_OK) return st;
+    checkpoint_extras x = {scfm_model_num_params(model), adam_m, adam_v, state, metrics};
+    if ((st = write_step_dir(final_dir, cfg, model, &x, err)) != SCFM_OK) return st;
+    if ((st = scfm_fsync_path(run_dir, err)) != SCFM_OK) return st;
+    if ((st = point_latest(run_dir, name, err)) != SCFM_OK) return st;
     int64_t *steps;
     int n;
     if ((st = list_steps(run_dir, &steps, &n, err)) != SCFM_OK) return st;
@@ -263,6 +294,38 @@ scfm_status scfm_checkpoint_find(const char *run_dir, char *step_dir, size_t cap
     free(steps);
     return scfm_fail(err, SCFM_ERR_IO, "%s: no valid checkpoint to resume from%s%s", run_dir,
                      skipped[0] ? "; " : "", skipped);
+}
+
+scfm_status scfm_checkpoint_write_model(const char *dir, const scfm_config *cfg, const scfm_model *model, int force,
+                                        scfm_error *err) {
+    struct stat sb;
+    if (!force && stat(dir, &sb) == 0)
+        return scfm_fail(err, SCFM_ERR_ARG, "%s exists; choose another path or pass --force", dir);
+    checkpoint_extras x = {0};
+    scfm_status st = write_step_dir(dir, cfg, model, &x, err);
+    if (st != SCFM_OK) return st;
+    char parent[SCFM_PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent) slash[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(parent, sizeof parent, ".");
+    return scfm_fsync_path(parent, err);
+}
+
+scfm_status scfm_checkpoint_resolve(const char *path, char *step_dir, size_t cap, scfm_error *err) {
+    char manifest[SCFM_PATH_MAX], skipped[sizeof err->message];
+    struct stat sb;
+    scfm_status st = scfm_path_join(manifest, sizeof manifest, path, "MANIFEST", err);
+    if (st != SCFM_OK) return st;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return scfm_fail(err, SCFM_ERR_IO, "%s: not a checkpoint directory: %s", path,
+                         stat(path, &sb) != 0 ? strerror(errno) : "not a directory");
+    if (stat(manifest, &sb) == 0) {
+        if (snprintf(step_dir, cap, "%s", path) >= (int)cap) return scfm_fail(err, SCFM_ERR_ARG, "%s: path too long", path);
+        return scfm_checkpoint_verify(step_dir, err);
+    }
+    return scfm_checkpoint_find(path, step_dir, cap, skipped, sizeof skipped, err);
 }
 
 static int64_t meta_int(const scfm_safetensors *f, const char *key, int *ok) {

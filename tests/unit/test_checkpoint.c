@@ -161,6 +161,44 @@ static void test_nothing_to_resume(void) {
     teardown();
 }
 
+/* A weights-only checkpoint (import) carries the vocabulary, resolves as
+ * itself, and is not written over an existing directory. A run directory
+ * resolves to its newest checkpoint. */
+static void test_weights_only(void) {
+    setup("weights_only");
+    char vocab_dir[600], model_dir[600], resolved[600], path[700];
+    snprintf(vocab_dir, sizeof vocab_dir, "%s/vocab", run_dir);
+    snprintf(model_dir, sizeof model_dir, "%s/imported", run_dir);
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_make_dirs(vocab_dir, &err), SCFM_OK);
+    snprintf(path, sizeof path, "%s/vocab.tsv", vocab_dir);
+    FILE *f = fopen(path, "w");
+    fputs("not parsed here\n", f);
+    fclose(f);
+    snprintf(cfg.data.vocab, sizeof cfg.data.vocab, "%s", vocab_dir);
+    CU_ASSERT_EQUAL(scfm_checkpoint_write_model(model_dir, &cfg, model, 0, &err), SCFM_OK);
+    snprintf(path, sizeof path, "%s/vocab.tsv", model_dir);
+    struct stat sb;
+    CU_ASSERT_EQUAL(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", model_dir);
+    CU_ASSERT_NOT_EQUAL(stat(path, &sb), 0);
+    CU_ASSERT_EQUAL(scfm_checkpoint_resolve(model_dir, resolved, sizeof resolved, &err), SCFM_OK);
+    CU_ASSERT_STRING_EQUAL(resolved, model_dir);
+    CU_ASSERT_EQUAL(scfm_checkpoint_write_model(model_dir, &cfg, model, 0, &err), SCFM_ERR_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "exists"));
+    scfm_error_clear(&err);
+    CU_ASSERT_EQUAL(scfm_checkpoint_write_model(model_dir, &cfg, model, 1, &err), SCFM_OK);
+    cfg.data.vocab[0] = '\0';
+    write_step(3);
+    write_step(5);
+    CU_ASSERT_EQUAL(scfm_checkpoint_resolve(run_dir, resolved, sizeof resolved, &err), SCFM_OK);
+    step_path(path, sizeof path, 5, NULL);
+    CU_ASSERT_STRING_EQUAL(resolved, path);
+    snprintf(path, sizeof path, "%s/nowhere", run_dir);
+    CU_ASSERT_EQUAL(scfm_checkpoint_resolve(path, resolved, sizeof resolved, &err), SCFM_ERR_IO);
+    teardown();
+}
+
 static CU_TestInfo tests[] = {
     {"write then read is exact", test_round_trip},
     {"keep prunes old checkpoints, latest names the newest", test_keep_prunes},
@@ -168,6 +206,7 @@ static CU_TestInfo tests[] = {
     {"truncated file detected, previous used", test_truncated},
     {"missing file detected, previous used", test_missing_file},
     {"no checkpoint: clear error", test_nothing_to_resume},
+    {"weights-only checkpoint, resolving a run or a checkpoint", test_weights_only},
     CU_TEST_INFO_NULL,
 };
 
