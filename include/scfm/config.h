@@ -18,6 +18,7 @@ typedef enum { SCFM_ACT_GELU = 0, SCFM_ACT_RELU = 1 } scfm_activation;
 typedef enum { SCFM_NORM_POST = 0, SCFM_NORM_PRE = 1 } scfm_norm;
 typedef enum { SCFM_POS_LEARNED = 0, SCFM_POS_NONE = 1 } scfm_position;
 typedef enum { SCFM_SCHED_LINEAR = 0, SCFM_SCHED_COSINE = 1, SCFM_SCHED_CONSTANT = 2 } scfm_schedule;
+typedef enum { SCFM_POOL_MEAN = 0, SCFM_POOL_CLS = 1 } scfm_pool;
 
 typedef struct {
     int vocab_size;          /* 0: taken from the token shards */
@@ -30,6 +31,9 @@ typedef struct {
     double attention_dropout;
     double layer_norm_eps;
     double init_std;
+    int special_tokens;      /* ids below it are special (never masked, left out of mean pooling); 0: from data.vocab */
+    scfm_pool pool;          /* how a cell embedding is read off the encoder */
+    int num_labels;          /* classes of the classification head; 0: none */
 } scfm_model_config;
 
 typedef struct {
@@ -65,11 +69,18 @@ typedef struct {
 } scfm_checkpoint_config;
 
 typedef struct {
+    char label[256];         /* obs column of the shards to predict */
+    int freeze_layers;       /* the embeddings and this many first layers stay fixed */
+    double validation_fraction; /* of the cells, held out (seeded by train.seed) */
+} scfm_finetune_config;
+
+typedef struct {
     char source[SCFM_PATH_MAX];  /* the file it was read from */
     scfm_data_config data;
     scfm_model_config model;
     scfm_train_config train;
     scfm_checkpoint_config checkpoint;
+    scfm_finetune_config finetune;
 } scfm_config;
 
 /* Fills every key with its documented default. */

@@ -27,6 +27,7 @@ typedef struct {
     int32_t *tokens;        /* [n_tokens] model input (after masking) */
     int32_t *cell_offsets;  /* [n_cells + 1] */
     int64_t *cell_ids;      /* [n_cells] global cell ids (key the RNG) */
+    int32_t *labels;        /* [n_cells] class of each cell for a classification head; -1: none */
     int n_targets;
     int32_t *target_index;  /* [n_targets] token index in the stream */
     int32_t *target_label;  /* [n_targets] the original token there */
@@ -36,7 +37,7 @@ typedef struct {
 void scfm_batch_init(scfm_batch *b);
 void scfm_batch_free(scfm_batch *b);
 void scfm_batch_clear(scfm_batch *b);
-/* Appends one cell (its original tokens); grows storage as needed. */
+/* Appends one cell (its original tokens, label -1); grows storage as needed. */
 scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *tokens, int length,
                                 scfm_error *err);
 

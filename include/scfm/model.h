@@ -1,4 +1,5 @@
-/* scfm model: a BERT encoder over gene tokens with a masked-LM head, in fp32
+/* scfm model: a BERT encoder over gene tokens with a masked-LM head and an
+ * optional cell classification head, in fp32
  * on the CPU. Parameters are stored under the Hugging Face BertForMaskedLM
  * names, in one contiguous buffer; gradients mirror it in a second buffer. */
 #ifndef SCFM_MODEL_H
@@ -52,13 +53,34 @@ void scfm_model_zero_grad(scfm_model *m);
  * GFLOP/s reports): counts the matrix products and attention. */
 double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backward);
 
-/* Runs the encoder and the MLM head on b (tokens already masked). Returns the
- * sum over b's targets of the cross-entropy in *loss_sum. training != 0 turns
+/* Runs the encoder and the heads on b: the MLM head on its masked targets
+ * (tokens already masked), and with num_labels > 0 the classifier on its
+ * labelled cells (b->labels >= 0). Returns the sum of both cross-entropies
+ * over those terms in *loss_sum. training != 0 turns
  * on dropout, keyed by (seed, epoch, cell id, position). Activations needed by
  * backward are kept inside m. */
 scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training,
                                uint64_t seed, uint32_t epoch, double *loss_sum,
                                scfm_error *err);
+
+/* The terms loss_sum adds up for b: its masked targets, plus its labelled
+ * cells when the model has a classification head. */
+int scfm_model_loss_terms(const scfm_model *m, const scfm_batch *b);
+
+/* The encoder alone, for inference (no dropout, no heads): afterwards
+ * scfm_model_hidden and scfm_model_layer_hidden hold b's hidden states. */
+scfm_status scfm_model_encode(scfm_model *m, const scfm_batch *b, scfm_error *err);
+/* Hidden states [n_tokens, hidden] after layer k of the last forward: 0 is
+ * the embeddings' output, `layers` the final one (after the final norm of a
+ * pre-LN model). */
+const float *scfm_model_layer_hidden(const scfm_model *m, int k);
+/* Cell embeddings out[n_cells, hidden] from layer k's hidden states: the
+ * mean over each cell's gene tokens (ids >= model.special_tokens), or its
+ * first token (<cls>). */
+void scfm_model_pool(const scfm_model *m, const scfm_batch *b, int layer, scfm_pool how, float *out);
+/* After scfm_model_encode: class probabilities probs[n_cells, num_labels]
+ * of the classification head (SCFM_ERR_ARG when the model has none). */
+scfm_status scfm_model_classify(scfm_model *m, const scfm_batch *b, float *probs, scfm_error *err);
 
 /* Adds d(loss_sum * loss_scale)/dparams to the gradient buffer, using the
  * activations of the last forward on the same batch. loss_scale is 1/(targets

@@ -58,13 +58,15 @@ _Static_assert(sizeof(scfm_activation) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_norm) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_position) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_schedule) == sizeof(int), "enum width");
+_Static_assert(sizeof(scfm_pool) == sizeof(int), "enum width");
 
 static const char *const activation_names[] = {"gelu", "relu", NULL};
 static const char *const norm_names[] = {"post", "pre", NULL};
 static const char *const position_names[] = {"learned", "none", NULL};
 static const char *const schedule_names[] = {"linear", "cosine", "constant", NULL};
+static const char *const pool_names[] = {"mean", "cls", NULL};
 
-static const char *const sections[] = {"data", "model", "train", "checkpoint"};
+static const char *const sections[] = {"data", "model", "train", "checkpoint", "finetune"};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static const key_desc keys[] = {
@@ -94,6 +96,14 @@ static const key_desc keys[] = {
           "epsilon added to the variance in layer norm"),
     FLOAT("model", "init_std", model.init_std, 0.02, 0, 1, F_MIN_OPEN,
           "standard deviation of the normal weight initialisation"),
+    INT("model", "special_tokens", model.special_tokens, 0, 2, 4, F_ZERO_OK,
+        "token ids below this are special (`<pad>`, `<mask>`, and `<cls>`/`<eos>` when the vocabulary has "
+        "them): never masked, left out of mean pooling; 0 takes it from data.vocab (2 without one)"),
+    ENUM("model", "pool", scfm_pool, model.pool, SCFM_POOL_MEAN, pool_names,
+         "cell embedding: mean of the gene tokens' final hidden states, or the `<cls>` token's"),
+    INT("model", "num_labels", model.num_labels, 0, 0, 1000000, 0,
+        "classes of the classification head on the cell embedding (`classifier.*`); 0: none; "
+        "`scfm finetune` sets it from the label column"),
 
     INT64("train", "steps", train.steps, 1000, 1, INT64_MAX, "optimizer steps"),
     INT64("train", "micro_batch_tokens", train.micro_batch_tokens, 8192, 1, INT64_MAX,
@@ -138,6 +148,13 @@ static const key_desc keys[] = {
     INT64("checkpoint", "every", checkpoint.every, 0, 0, INT64_MAX,
           "steps between checkpoints; 0 saves only at the end"),
     INT("checkpoint", "keep", checkpoint.keep, 3, 1, INT_MAX, 0, "most recent checkpoints kept"),
+
+    STRING("finetune", "label", finetune.label, "cell_type", 0,
+           "`scfm finetune`: the categorical obs column of the shards to classify"),
+    INT("finetune", "freeze_layers", finetune.freeze_layers, 0, 0, 128, 0,
+        "`scfm finetune`: when > 0, the embeddings and this many first layers are not updated"),
+    FLOAT("finetune", "validation_fraction", finetune.validation_fraction, 0.1, 0, 1, F_MAX_OPEN,
+          "`scfm finetune`: fraction of the labelled cells held out for validation, drawn from train.seed"),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -449,6 +466,9 @@ static scfm_status check_cross_keys(const scfm_config *cfg, scfm_error *err) {
         return scfm_fail(err, SCFM_ERR_CONFIG,
                          "%strain.warmup_steps (%" PRId64 ") must be <= train.steps (%" PRId64 ")",
                          loc, t->warmup_steps, t->steps);
+    if (cfg->finetune.freeze_layers > m->layers)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sfinetune.freeze_layers (%d) must be <= model.layers (%d)", loc,
+                         cfg->finetune.freeze_layers, m->layers);
     return SCFM_OK;
 }
 

@@ -10,6 +10,7 @@ void scfm_batch_free(scfm_batch *b) {
     free(b->tokens);
     free(b->cell_offsets);
     free(b->cell_ids);
+    free(b->labels);
     free(b->target_index);
     free(b->target_label);
     scfm_batch_init(b);
@@ -41,7 +42,7 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
     /* A capacity is recorded only once every array of its group has grown. */
     if (cells + 1 > b->cap_cells) {
         int cap = next_capacity(b->cap_cells, cells + 1);
-        if (!resize(&b->cell_ids, sizeof(int64_t), cap) ||
+        if (!resize(&b->cell_ids, sizeof(int64_t), cap) || !resize(&b->labels, sizeof(int32_t), cap) ||
             !resize(&b->cell_offsets, sizeof(int32_t), cap))
             return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d cells", cells);
         b->cap_cells = cap;
@@ -57,6 +58,7 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
     if (b->n_cells == 0) b->cell_offsets[0] = 0;
     memcpy(b->tokens + b->n_tokens, tokens, sizeof(int32_t) * (size_t)length);
     b->cell_ids[b->n_cells] = cell_id;
+    b->labels[b->n_cells] = -1;
     b->n_cells = cells;
     b->n_tokens = toks;
     b->cell_offsets[cells] = toks;

@@ -6,10 +6,12 @@
  *              w_i[F,C] b_i[F] w_o[C,F] b_o[C] ln_f{w,b}[C]
  *   pre-LN only: ln_fin{w,b}[C]
  *   head: w_t[C,C] b_t[C] ln_t{w,b}[C] head_bias[V] (decoder tied to wte)
+ *   num_labels K > 0 only: w_cls[K,C] b_cls[K] on the pooled cell embedding
  * ln_a / ln_f are `attention.output.LayerNorm` / `output.LayerNorm`: after
  * the residual in post-LN (BERT), before attention / the FFN in pre-LN.
  *
- * A packed batch has T tokens in n cells and N masked targets. */
+ * A packed batch has T tokens in n cells, N masked targets and n_lab
+ * labelled cells. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/vmath.h"
 #include "scfm/model.h"
 
 typedef struct {
@@ -29,6 +32,7 @@ typedef struct {
     layer_weights *layers;
     float *ln_fin_w, *ln_fin_b;
     float *w_t, *b_t, *ln_t_w, *ln_t_b, *head_bias;
+    float *w_cls, *b_cls;
 } weights;
 
 /* Activations of one layer for T tokens (see the forward passes). */
@@ -45,7 +49,8 @@ typedef struct {
 
 struct scfm_model {
     scfm_model_config cfg;
-    int V, C, F, P, NL, NH;
+    int V, C, F, P, NL, NH, K;
+    int first_gene;          /* tokens below it are special */
     size_t n_params;
     float *params, *grads;
     weights w, g;
@@ -58,8 +63,9 @@ struct scfm_model {
     const int32_t *deferred_tokens;  /* [n_deferred] */
     const float *deferred_rows;      /* [n_deferred, C] */
 
-    /* activation arena, sized for cap_T tokens, cap_N targets, cap_probs */
-    int cap_T, cap_N;
+    /* activation arena, sized for cap_T tokens, cap_N targets, cap_cells
+     * cells, cap_probs */
+    int cap_T, cap_N, cap_cells;
     size_t cap_probs;
     float *arena;
     int32_t *positions, *token_cell; /* [T] */
@@ -67,6 +73,10 @@ struct scfm_model {
     layer_acts *acts;
     float *fin, *fin_mean, *fin_rstd;                   /* pre-LN final norm */
     float *g_in, *t1, *t2, *t3, *t_mean, *t_rstd, *logits; /* head */
+    float *dhead1, *dhead2;                             /* [N,C] head backward scratch */
+    float *pooled, *cls_in, *cls_logits;                /* [n,C] [n_lab,C] [n_lab,K] classifier */
+    int32_t *cls_cell, *cls_label;                      /* [n_lab] */
+    int n_labelled;
     float *dres, *dtmp1, *dtmp2, *dqkv, *dff1, *dff2;   /* backward scratch */
     float *attn_scratch;
     int threads;
@@ -163,17 +173,25 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
     v->ln_t_w = place(&lw, "cls.predictions.transform.LayerNorm.weight", C, 0, 0);
     v->ln_t_b = place(&lw, "cls.predictions.transform.LayerNorm.bias", C, 0, 0);
     v->head_bias = place(&lw, "cls.predictions.bias", V, 0, 0);
+    if (m->K > 0) {
+        v->w_cls = place(&lw, "classifier.weight", m->K, C, 1);
+        v->b_cls = place(&lw, "classifier.bias", m->K, 0, 0);
+    } else {
+        v->w_cls = v->b_cls = NULL;
+    }
     return lw.offset;
 }
 
 scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, scfm_error *err) {
     *out = NULL;
     if (cfg->vocab_size < 3 || cfg->hidden < 1 || cfg->heads < 1 || cfg->hidden % cfg->heads ||
-        cfg->layers < 1 || cfg->ffn < 1 || cfg->max_len < 1)
+        cfg->layers < 1 || cfg->ffn < 1 || cfg->max_len < 1 || cfg->num_labels < 0 ||
+        cfg->special_tokens < 0 || cfg->special_tokens >= cfg->vocab_size)
         return scfm_fail(err, SCFM_ERR_ARG,
                          "invalid model shape: vocab %d, hidden %d, heads %d, layers %d, ffn %d, "
-                         "max_len %d",
-                         cfg->vocab_size, cfg->hidden, cfg->heads, cfg->layers, cfg->ffn, cfg->max_len);
+                         "max_len %d, labels %d, special tokens %d",
+                         cfg->vocab_size, cfg->hidden, cfg->heads, cfg->layers, cfg->ffn, cfg->max_len,
+                         cfg->num_labels, cfg->special_tokens);
     scfm_model *m = calloc(1, sizeof *m);
     if (!m) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory creating the model");
     m->cfg = *cfg;
@@ -183,6 +201,8 @@ scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, sc
     m->P = cfg->max_len;
     m->NL = cfg->layers;
     m->NH = cfg->heads;
+    m->K = cfg->num_labels;
+    m->first_gene = cfg->special_tokens > 0 ? cfg->special_tokens : SCFM_TOKEN_MASK + 1;
     m->w.layers = calloc((size_t)m->NL, sizeof(layer_weights));
     m->g.layers = calloc((size_t)m->NL, sizeof(layer_weights));
     m->acts = calloc((size_t)m->NL, sizeof(layer_acts));
@@ -210,6 +230,7 @@ size_t scfm_model_param_count(const scfm_model_config *cfg) {
     m.F = cfg->ffn;
     m.P = cfg->max_len;
     m.NL = cfg->layers;
+    m.K = cfg->num_labels;
     m.w.layers = calloc((size_t)m.NL, sizeof(layer_weights));
     if (!m.w.layers) return 0;
     size_t n = walk_layout(&m, NULL, &m.w, 0);
@@ -224,6 +245,8 @@ void scfm_model_free(scfm_model *m) {
     scfm_free(m->arena);
     free(m->positions);
     free(m->token_cell);
+    free(m->cls_cell);
+    free(m->cls_label);
     free(m->w.layers);
     free(m->g.layers);
     free(m->acts);
@@ -290,8 +313,8 @@ double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backw
 
 /* Lays the arena out for T tokens, N targets and probs floats of attention
  * per layer; with base == NULL only counts. */
-static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_t probs) {
-    const size_t C = m->C, F = m->F, V = m->V;
+static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_t cells, size_t probs) {
+    const size_t C = m->C, F = m->F, V = m->V, K = m->K;
     size_t off = 0;
 #define TAKE(ptr, n) ((ptr) = base ? base + off : NULL, off += ((n) + 15) & ~(size_t)15)
     TAKE(m->emb, T * C);
@@ -324,6 +347,11 @@ static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_
     TAKE(m->t_mean, N);
     TAKE(m->t_rstd, N);
     TAKE(m->logits, N * V);
+    TAKE(m->dhead1, N * C);
+    TAKE(m->dhead2, N * C);
+    TAKE(m->pooled, cells * C);
+    TAKE(m->cls_in, K ? cells * C : 0);
+    TAKE(m->cls_logits, cells * K);
     TAKE(m->dres, T * C);
     TAKE(m->dtmp1, T * C);
     TAKE(m->dtmp2, T * C);
@@ -337,27 +365,34 @@ static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_
 
 static scfm_status reserve_activations(scfm_model *m, const scfm_batch *b, scfm_error *err) {
     size_t probs = scfm_attention_probs_size(b->cell_offsets, b->n_cells, m->NH);
-    if (b->n_tokens <= m->cap_T && b->n_targets <= m->cap_N && probs <= m->cap_probs) return SCFM_OK;
+    if (b->n_tokens <= m->cap_T && b->n_targets <= m->cap_N && b->n_cells <= m->cap_cells && probs <= m->cap_probs)
+        return SCFM_OK;
     /* Grow with headroom so a stream of similar batches allocates once. */
     int T = b->n_tokens > m->cap_T ? b->n_tokens + b->n_tokens / 4 : m->cap_T;
     int N = b->n_targets > m->cap_N ? b->n_targets + b->n_targets / 4 + 16 : m->cap_N;
+    int cells = b->n_cells > m->cap_cells ? b->n_cells + b->n_cells / 4 + 4 : m->cap_cells;
     size_t P = probs > m->cap_probs ? probs + probs / 4 : m->cap_probs;
     m->threads = omp_get_max_threads();
     scfm_free(m->arena);
     free(m->positions);
     free(m->token_cell);
-    m->cap_T = m->cap_N = 0;
+    free(m->cls_cell);
+    free(m->cls_label);
+    m->cap_T = m->cap_N = m->cap_cells = 0;
     m->cap_probs = 0;
-    size_t floats = layout_arena(m, NULL, (size_t)T, (size_t)N, P);
+    size_t floats = layout_arena(m, NULL, (size_t)T, (size_t)N, (size_t)cells, P);
     m->arena = scfm_alloc(sizeof(float) * floats);
     m->positions = malloc(sizeof(int32_t) * (size_t)T);
     m->token_cell = malloc(sizeof(int32_t) * (size_t)T);
-    if (!m->arena || !m->positions || !m->token_cell)
+    m->cls_cell = malloc(sizeof(int32_t) * (size_t)cells);
+    m->cls_label = malloc(sizeof(int32_t) * (size_t)cells);
+    if (!m->arena || !m->positions || !m->token_cell || !m->cls_cell || !m->cls_label)
         return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for activations of %d tokens (%.1f GiB)",
                          T, (double)floats * 4.0 / (1 << 30));
-    layout_arena(m, m->arena, (size_t)T, (size_t)N, P);
+    layout_arena(m, m->arena, (size_t)T, (size_t)N, (size_t)cells, P);
     m->cap_T = T;
     m->cap_N = N;
+    m->cap_cells = cells;
     m->cap_probs = P;
     return SCFM_OK;
 }
@@ -433,6 +468,10 @@ static scfm_status check_batch(const scfm_model *m, const scfm_batch *b, scfm_er
         if (b->target_index[n] < 0 || b->target_index[n] >= b->n_tokens || b->target_label[n] < 0 ||
             b->target_label[n] >= m->V)
             return scfm_fail(err, SCFM_ERR_ARG, "masked target %d is invalid", n);
+    for (int c = 0; m->K > 0 && c < b->n_cells; c++)
+        if (b->labels[c] < -1 || b->labels[c] >= m->K)
+            return scfm_fail(err, SCFM_ERR_ARG, "cell %lld has label %d; the classifier has %d classes",
+                             (long long)b->cell_ids[c], b->labels[c], m->K);
     return SCFM_OK;
 }
 
@@ -496,14 +535,17 @@ static double head_forward(scfm_model *m, const scfm_batch *b) {
     return scfm_crossentropy_forward(m->logits, b->target_label, N, V);
 }
 
-scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training, uint64_t seed,
-                               uint32_t epoch, double *loss_sum, scfm_error *err) {
+/* Embeddings, the layers and (pre-LN) the final norm; the result is
+ * scfm_model_hidden. */
+static scfm_status encoder_forward(scfm_model *m, const scfm_batch *b, int training, uint64_t seed, uint32_t epoch,
+                                   scfm_error *err) {
     scfm_status st = check_batch(m, b, err);
     if (st == SCFM_OK) st = reserve_activations(m, b, err);
     if (st != SCFM_OK) return st;
     m->training = training;
     m->seed = seed;
     m->epoch = epoch;
+    m->n_labelled = 0;
     const int T = b->n_tokens, C = m->C;
     const float eps = (float)m->cfg.layer_norm_eps;
     for (int c = 0; c < b->n_cells; c++)
@@ -519,38 +561,119 @@ scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training,
     if (m->cfg.norm == SCFM_NORM_PRE)
         scfm_layernorm_forward(m->fin, m->fin_mean, m->fin_rstd, layer_output(m, m->NL - 1),
                                m->w.ln_fin_w, m->w.ln_fin_b, T, C, eps);
-    *loss_sum = head_forward(m, b);
+    return SCFM_OK;
+}
+
+static void pool(const scfm_model *m, const scfm_batch *b, const float *hidden, scfm_pool how, float *out) {
+    scfm_pool_forward(out, hidden, b->tokens, b->cell_offsets, b->n_cells, m->C, m->first_gene,
+                      how == SCFM_POOL_CLS);
+}
+
+/* Classification head on the n_lab labelled cells: pooled[n,C] = pool(hidden);
+ * logits[n_lab,K] = pooled[labelled] w_cls^T + b_cls, cross-entropy against
+ * their labels. */
+static double classifier_forward(scfm_model *m, const scfm_batch *b) {
+    const int C = m->C;
+    pool(m, b, scfm_model_hidden(m), m->cfg.pool, m->pooled);
+    int n = 0;
+    for (int c = 0; c < b->n_cells; c++) {
+        if (b->labels[c] < 0) continue;
+        memcpy(m->cls_in + (size_t)n * C, m->pooled + (size_t)c * C, sizeof(float) * C);
+        m->cls_cell[n] = c;
+        m->cls_label[n++] = b->labels[c];
+    }
+    m->n_labelled = n;
+    scfm_linear_forward(m->cls_logits, m->cls_in, m->w.w_cls, m->w.b_cls, n, C, m->K);
+    return scfm_crossentropy_forward(m->cls_logits, m->cls_label, n, m->K);
+}
+
+scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training, uint64_t seed,
+                               uint32_t epoch, double *loss_sum, scfm_error *err) {
+    scfm_status st = encoder_forward(m, b, training, seed, epoch, err);
+    if (st != SCFM_OK) return st;
+    *loss_sum = 0.0;
+    if (b->n_targets > 0) *loss_sum += head_forward(m, b);
+    if (m->K > 0) *loss_sum += classifier_forward(m, b);
     if (!isfinite(*loss_sum))
         return scfm_fail(err, SCFM_ERR_NUMERIC, "the loss is not finite (%g)", *loss_sum);
     return SCFM_OK;
 }
 
+int scfm_model_loss_terms(const scfm_model *m, const scfm_batch *b) {
+    int n = b->n_targets;
+    for (int c = 0; m->K > 0 && c < b->n_cells; c++) n += b->labels[c] >= 0;
+    return n;
+}
+
+scfm_status scfm_model_encode(scfm_model *m, const scfm_batch *b, scfm_error *err) {
+    return encoder_forward(m, b, 0, 0, 0, err);
+}
+
+const float *scfm_model_layer_hidden(const scfm_model *m, int k) {
+    return k >= m->NL ? scfm_model_hidden(m) : layer_output(m, k - 1);
+}
+
+void scfm_model_pool(const scfm_model *m, const scfm_batch *b, int layer, scfm_pool how, float *out) {
+    pool(m, b, scfm_model_layer_hidden(m, layer), how, out);
+}
+
+scfm_status scfm_model_classify(scfm_model *m, const scfm_batch *b, float *probs, scfm_error *err) {
+    if (m->K == 0) return scfm_fail(err, SCFM_ERR_ARG, "the model has no classification head (model.num_labels 0)");
+    const int n = b->n_cells, K = m->K;
+    pool(m, b, scfm_model_hidden(m), m->cfg.pool, m->pooled);
+    scfm_linear_forward(probs, m->pooled, m->w.w_cls, m->w.b_cls, n, m->C, K);
+    float mx, sum;
+    for (int c = 0; c < n; c++) scfm_softmax_row(probs + (size_t)c * K, K, &mx, &sum);
+    return SCFM_OK;
+}
+
 /* ---- backward --------------------------------------------------------- */
 
-/* Fills m->dres with d(loss)/d(hidden) at every token. */
-static void head_backward(scfm_model *m, const scfm_batch *b, float scale) {
-    const int N = b->n_targets, C = m->C, V = m->V, T = b->n_tokens;
+/* Adds the MLM head's d(loss)/d(hidden) into dhidden[T,C]. */
+static void head_backward(scfm_model *m, const scfm_batch *b, float scale, float *dhidden) {
+    const int N = b->n_targets, C = m->C, V = m->V;
     weights *g = &m->g;
     scfm_crossentropy_backward(m->logits, b->target_label, N, V, scale);
-    /* dt3 -> dtmp1[N,C] (N <= T, so the token scratch holds it) */
-    scfm_linear_backward(m->dtmp1, g->wte, g->head_bias, m->logits, m->t3, m->w.wte, N, C, V, 0);
-    memset(m->dtmp2, 0, sizeof(float) * (size_t)N * C);
-    scfm_layernorm_backward(m->dtmp2, g->ln_t_w, g->ln_t_b, m->dtmp1, m->t2, m->w.ln_t_w, m->t_mean,
+    scfm_linear_backward(m->dhead1, g->wte, g->head_bias, m->logits, m->t3, m->w.wte, N, C, V, 0);
+    memset(m->dhead2, 0, sizeof(float) * (size_t)N * C);
+    scfm_layernorm_backward(m->dhead2, g->ln_t_w, g->ln_t_b, m->dhead1, m->t2, m->w.ln_t_w, m->t_mean,
                             m->t_rstd, N, C);
-    activation_backward(m, m->dtmp1, m->t1, m->dtmp2, (size_t)N * C);
-    scfm_linear_backward(m->dtmp2, g->w_t, g->b_t, m->dtmp1, m->g_in, m->w.w_t, N, C, C, 0);
-    float *dhidden = m->cfg.norm == SCFM_NORM_PRE ? m->dtmp1 : m->dres;
-    memset(dhidden, 0, sizeof(float) * (size_t)T * C);
+    activation_backward(m, m->dhead1, m->t1, m->dhead2, (size_t)N * C);
+    scfm_linear_backward(m->dhead2, g->w_t, g->b_t, m->dhead1, m->g_in, m->w.w_t, N, C, C, 0);
     for (int n = 0; n < N; n++) {
         float *d = dhidden + (size_t)b->target_index[n] * C;
-        const float *s = m->dtmp2 + (size_t)n * C;
+        const float *s = m->dhead2 + (size_t)n * C;
         for (int i = 0; i < C; i++) d[i] += s[i];
     }
-    if (m->cfg.norm == SCFM_NORM_PRE) {
+}
+
+/* Adds the classifier's d(loss)/d(hidden) into dhidden[T,C]: through the
+ * linear layer to the labelled cells' embeddings, then through pooling
+ * (unlabelled cells get zero). */
+static void classifier_backward(scfm_model *m, const scfm_batch *b, float scale, float *dhidden) {
+    const int n = m->n_labelled, C = m->C;
+    scfm_crossentropy_backward(m->cls_logits, m->cls_label, n, m->K, scale);
+    /* d(labelled embeddings) -> pooled[n_lab,C], scattered to cls_in[n,C] */
+    scfm_linear_backward(m->pooled, m->g.w_cls, m->g.b_cls, m->cls_logits, m->cls_in, m->w.w_cls, n, C, m->K, 0);
+    memset(m->cls_in, 0, sizeof(float) * (size_t)b->n_cells * C);
+    for (int i = 0; i < n; i++)
+        memcpy(m->cls_in + (size_t)m->cls_cell[i] * C, m->pooled + (size_t)i * C, sizeof(float) * C);
+    scfm_pool_backward(dhidden, m->cls_in, b->tokens, b->cell_offsets, b->n_cells, C, m->first_gene,
+                       m->cfg.pool == SCFM_POOL_CLS);
+}
+
+/* Fills m->dres with d(loss)/d(output of the last layer) at every token. */
+static void heads_backward(scfm_model *m, const scfm_batch *b, float scale) {
+    const int T = b->n_tokens, C = m->C;
+    const int pre = m->cfg.norm == SCFM_NORM_PRE;
+    float *dhidden = pre ? m->dtmp1 : m->dres;
+    memset(dhidden, 0, sizeof(float) * (size_t)T * C);
+    if (b->n_targets > 0) head_backward(m, b, scale, dhidden);
+    if (m->n_labelled > 0) classifier_backward(m, b, scale, dhidden);
+    if (pre) {
         memset(m->dres, 0, sizeof(float) * (size_t)T * C);
-        scfm_layernorm_backward(m->dres, g->ln_fin_w, g->ln_fin_b, dhidden,
-                                layer_output(m, m->NL - 1), m->w.ln_fin_w, m->fin_mean, m->fin_rstd,
-                                T, C);
+        scfm_layernorm_backward(m->dres, m->g.ln_fin_w, m->g.ln_fin_b, dhidden, layer_output(m, m->NL - 1),
+                                m->w.ln_fin_w, m->fin_mean, m->fin_rstd, T, C);
     }
 }
 
@@ -664,8 +787,8 @@ void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
      * the tied decoder's (dense, final after the head) right away, and the
      * input lookup's (a row per token) kept aside for the caller. */
     const int deferring = m->grad_ready != NULL;
-    head_backward(m, b, loss_scale);
-    grads_ready(m, m->layer_begin[m->NL], m->n_params); /* final norm and head */
+    heads_backward(m, b, loss_scale);
+    grads_ready(m, m->layer_begin[m->NL], m->n_params); /* final norm and heads */
     grads_ready(m, 0, wte);
     for (int l = m->NL - 1; l >= 0; l--) {
         layer_backward(m, b, l);

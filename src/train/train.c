@@ -258,6 +258,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     /* The model takes the shards' vocabulary unless the config names a larger one. */
     scfm_model_config mc = cfg->model;
     if (st == SCFM_OK && mc.vocab_size == 0) mc.vocab_size = facts.vocab_size;
+    if (mc.special_tokens == 0) mc.special_tokens = facts.first_gene;
     if (st == SCFM_OK && mc.vocab_size < facts.vocab_size)
         st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.vocab_size (%d) is smaller than the shards' vocabulary (%d)",
                        cfg->source, mc.vocab_size, facts.vocab_size);
@@ -282,6 +283,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     char run_dir[SCFM_PATH_MAX];
     scfm_config resolved = *cfg;
     resolved.model.vocab_size = mc.vocab_size;
+    resolved.model.special_tokens = mc.special_tokens;
     if (rank == 0) st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err);
     else st = scfm_path_join(run_dir, sizeof run_dir, cfg->checkpoint.dir, cfg->checkpoint.run, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
@@ -306,7 +308,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         .world = world,
         .max_len = cfg->model.max_len,
         .micro_batch_tokens = tc->micro_batch_tokens,
-        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, facts.first_gene, mc.vocab_size},
+        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, mc.special_tokens, mc.vocab_size},
     };
     st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
@@ -325,7 +327,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             local = scfm_loader_next(r.loader, &r.batches[a], &r.epochs[a], err);
             data_s += scfm_now() - t0;
             if (local != SCFM_OK) break;
-            counts[0] += r.batches[a].n_targets;
+            counts[0] += scfm_model_loss_terms(r.model, &r.batches[a]);
             counts[1] += r.batches[a].n_tokens;
         }
         counts[2] = opt->stop && *opt->stop;

@@ -47,7 +47,7 @@ static double model_loss(scfm_model *m, const scfm_batch *b, int training) {
     double loss = 0.0;
     scfm_error err = {0};
     CU_ASSERT_EQUAL(scfm_model_forward(m, b, training, 7, 1, &loss, &err), SCFM_OK);
-    return loss / b->n_targets;
+    return loss / scfm_model_loss_terms(m, b);
 }
 
 /* Central differences over a sample of every tensor, with GELU (ReLU kinks
@@ -55,8 +55,8 @@ static double model_loss(scfm_model *m, const scfm_batch *b, int training) {
  * PyTorch in test_hf_reference). fp32 forward
  * passes limit the precision, so the check is relative to each tensor's
  * largest gradient. */
-static void check_model_gradients(scfm_norm norm, scfm_activation act, double dropout) {
-    scfm_model_config cfg = tiny_config(norm, act, dropout);
+static void check_gradients(const scfm_model_config *config) {
+    scfm_model_config cfg = *config;
     scfm_model *m = NULL;
     scfm_error err = {0};
     CU_ASSERT_EQUAL_FATAL(scfm_model_create(&cfg, &m, &err), SCFM_OK);
@@ -71,9 +71,13 @@ static void check_model_gradients(scfm_norm norm, scfm_activation act, double dr
     scfm_batch b;
     make_batch(&b, cfg.vocab_size);
     CU_ASSERT_FATAL(b.n_targets > 0);
+    if (cfg.num_labels > 0) { /* the middle cell unlabelled */
+        b.labels[0] = 1;
+        b.labels[2] = cfg.num_labels - 1;
+    }
     model_loss(m, &b, 1);
     scfm_model_zero_grad(m);
-    scfm_model_backward(m, &b, 1.0f / b.n_targets);
+    scfm_model_backward(m, &b, 1.0f / (float)scfm_model_loss_terms(m, &b));
     const float *g = scfm_model_grads(m);
     int bad = 0;
     for (int k = 0; k < scfm_model_num_tensors(m); k++) {
@@ -98,6 +102,75 @@ static void check_model_gradients(scfm_norm norm, scfm_activation act, double dr
         }
     }
     CU_ASSERT_EQUAL(bad, 0);
+    scfm_batch_free(&b);
+    scfm_model_free(m);
+}
+
+static void check_model_gradients(scfm_norm norm, scfm_activation act, double dropout) {
+    scfm_model_config cfg = tiny_config(norm, act, dropout);
+    check_gradients(&cfg);
+}
+
+/* The classification head with the MLM head: mean pooling that leaves out
+ * token 2 (special here), and <cls> pooling; one cell unlabelled. */
+static void test_gradients_classifier_mean(void) {
+    scfm_model_config cfg = tiny_config(SCFM_NORM_POST, SCFM_ACT_GELU, 0.2);
+    cfg.num_labels = 3;
+    cfg.special_tokens = 3;
+    check_gradients(&cfg);
+}
+static void test_gradients_classifier_cls(void) {
+    scfm_model_config cfg = tiny_config(SCFM_NORM_PRE, SCFM_ACT_GELU, 0.0);
+    cfg.num_labels = 4;
+    cfg.pool = SCFM_POOL_CLS;
+    check_gradients(&cfg);
+}
+
+/* Inference: encode gives the forward's hidden states without dropout, the
+ * mean pool averages a cell's gene tokens only, and class probabilities are
+ * a softmax. */
+static void test_encode_pool_classify(void) {
+    scfm_model_config cfg = tiny_config(SCFM_NORM_POST, SCFM_ACT_GELU, 0.3);
+    cfg.num_labels = 5;
+    cfg.special_tokens = 3;
+    scfm_model *m = NULL;
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_model_create(&cfg, &m, &err), SCFM_OK);
+    scfm_model_init_weights(m, 4);
+    scfm_batch b;
+    make_batch(&b, cfg.vocab_size);
+    double loss;
+    CU_ASSERT_EQUAL(scfm_model_forward(m, &b, 0, 1, 0, &loss, &err), SCFM_OK);
+    const int T = b.n_tokens, C = cfg.hidden;
+    float *hidden = malloc(sizeof(float) * (size_t)T * C), *pooled = malloc(sizeof(float) * 3 * (size_t)C);
+    memcpy(hidden, scfm_model_hidden(m), sizeof(float) * (size_t)T * C);
+    CU_ASSERT_EQUAL(scfm_model_encode(m, &b, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(memcmp(hidden, scfm_model_hidden(m), sizeof(float) * (size_t)T * C), 0);
+    CU_ASSERT_PTR_EQUAL(scfm_model_layer_hidden(m, cfg.layers), scfm_model_hidden(m));
+    scfm_model_pool(m, &b, cfg.layers, SCFM_POOL_MEAN, pooled);
+    for (int c = 0; c < 3; c++) {
+        int n = 0;
+        double sum0 = 0.0;
+        for (int t = b.cell_offsets[c]; t < b.cell_offsets[c + 1]; t++)
+            if (b.tokens[t] >= 3) {
+                n++;
+                sum0 += hidden[(size_t)t * C];
+            }
+        CU_ASSERT_FATAL(n > 0);
+        CU_ASSERT_DOUBLE_EQUAL(pooled[(size_t)c * C], sum0 / n, 1e-5);
+    }
+    scfm_model_pool(m, &b, 0, SCFM_POOL_CLS, pooled);
+    CU_ASSERT_EQUAL(memcmp(pooled + C, scfm_model_layer_hidden(m, 0) + (size_t)b.cell_offsets[1] * C,
+                           sizeof(float) * C), 0);
+    float probs[3 * 5];
+    CU_ASSERT_EQUAL(scfm_model_classify(m, &b, probs, &err), SCFM_OK);
+    for (int c = 0; c < 3; c++) {
+        double total = 0.0;
+        for (int k = 0; k < 5; k++) total += probs[c * 5 + k];
+        CU_ASSERT_DOUBLE_EQUAL(total, 1.0, 1e-5);
+    }
+    free(hidden);
+    free(pooled);
     scfm_batch_free(&b);
     scfm_model_free(m);
 }
@@ -332,6 +405,9 @@ static CU_TestInfo tests[] = {
     {"model gradients = finite differences (pre-LN, GELU)", test_gradients_pre_gelu},
     {"model gradients = finite differences (post-LN, dropout)", test_gradients_post_dropout},
     {"model gradients = finite differences (pre-LN, dropout)", test_gradients_pre_dropout},
+    {"classifier gradients = finite differences (mean pool, dropout)", test_gradients_classifier_mean},
+    {"classifier gradients = finite differences (cls pool, pre-LN)", test_gradients_classifier_cls},
+    {"encode, pooling and class probabilities", test_encode_pool_classify},
     {"position = none: permutation-equivariant encoder", test_without_positions},
     {"packed cells = each cell alone", test_packing},
     {"packed cells = each cell alone, with dropout", test_packing_dropout},

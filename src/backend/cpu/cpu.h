@@ -80,6 +80,14 @@ double scfm_crossentropy_forward(float *logits, const int32_t *labels, int N, in
 /* probs[N,V] (from forward) becomes d(scale * loss)/d(logits), in place. */
 void scfm_crossentropy_backward(float *probs, const int32_t *labels, int N, int V, float scale);
 
+/* Cell embeddings of a packed stream: out[n_cells,C] is, per cell, the mean
+ * of hidden[T,C] over its tokens with id >= first_gene (over all of them when
+ * it has none), or with cls set its first token's row. */
+void scfm_pool_forward(float *out, const float *hidden, const int32_t *tokens, const int32_t *cell_offsets,
+                       int n_cells, int C, int first_gene, int cls);
+/* dhidden[T,C] += d(out)/d(hidden) applied to dout[n_cells,C]. */
+void scfm_pool_backward(float *dhidden, const float *dout, const int32_t *tokens, const int32_t *cell_offsets,
+                        int n_cells, int C, int first_gene, int cls);
 /* out[i] = sum over rows of inp[T,C] column i, added to out. */
 void scfm_bias_backward(float *db, const float *dout, int T, int C);
 

@@ -243,3 +243,50 @@ void scfm_crossentropy_backward(float *probs, const int32_t *labels, int N, int 
         for (int v = 0; v < V; v++) p[v] *= scale;
     }
 }
+
+/* The tokens a cell's embedding reads: its first under cls pooling, else its
+ * gene tokens (all of them when it has none). */
+static int pooled_token(const int32_t *tokens, int t, int first, int gene_tokens, int first_gene, int cls) {
+    if (cls) return t == first;
+    return gene_tokens == 0 || tokens[t] >= first_gene;
+}
+
+static int count_gene_tokens(const int32_t *tokens, int begin, int end, int first_gene) {
+    int n = 0;
+    for (int t = begin; t < end; t++) n += tokens[t] >= first_gene;
+    return n;
+}
+
+void scfm_pool_forward(float *out, const float *hidden, const int32_t *tokens, const int32_t *cell_offsets,
+                       int n_cells, int C, int first_gene, int cls) {
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < n_cells; c++) {
+        const int begin = cell_offsets[c], end = cell_offsets[c + 1];
+        const int genes = count_gene_tokens(tokens, begin, end, first_gene);
+        const float scale = cls ? 1.0f : 1.0f / (float)(genes ? genes : end - begin);
+        float *o = out + (size_t)c * C;
+        memset(o, 0, sizeof(float) * (size_t)C);
+        for (int t = begin; t < end; t++) {
+            if (!pooled_token(tokens, t, begin, genes, first_gene, cls)) continue;
+            const float *h = hidden + (size_t)t * C;
+            for (int i = 0; i < C; i++) o[i] += h[i];
+        }
+        for (int i = 0; i < C; i++) o[i] *= scale;
+    }
+}
+
+void scfm_pool_backward(float *dhidden, const float *dout, const int32_t *tokens, const int32_t *cell_offsets,
+                        int n_cells, int C, int first_gene, int cls) {
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < n_cells; c++) {
+        const int begin = cell_offsets[c], end = cell_offsets[c + 1];
+        const int genes = count_gene_tokens(tokens, begin, end, first_gene);
+        const float scale = cls ? 1.0f : 1.0f / (float)(genes ? genes : end - begin);
+        const float *d = dout + (size_t)c * C;
+        for (int t = begin; t < end; t++) {
+            if (!pooled_token(tokens, t, begin, genes, first_gene, cls)) continue;
+            float *h = dhidden + (size_t)t * C;
+            for (int i = 0; i < C; i++) h[i] += scale * d[i];
+        }
+    }
+}
