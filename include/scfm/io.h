@@ -198,6 +198,14 @@ scfm_status scfm_h5ad_append_obsm(scfm_h5ad_writer *w, const char *name, int dim
 /* varm[name] = values, float32 [n_genes, dim], row-major. */
 scfm_status scfm_h5ad_write_varm(scfm_h5ad_writer *w, const char *name, int dim, const float *values,
                                  scfm_error *err);
+/* A writer that adds to a copy of an existing .h5ad (input, with n_cells
+ * cells) instead: everything in it is kept, and only obs categoricals and
+ * obsm arrays are appended (an existing obsm key or obs column of the same
+ * name is replaced; the obs columns named in replace are dropped from the
+ * column order first). finish renames the copy to PATH; the input is never
+ * written. */
+scfm_status scfm_h5ad_annotate(const char *input, const char *path, int64_t n_cells, const char *const *replace,
+                               int n_replace, scfm_h5ad_writer **out, scfm_error *err);
 /* Completes, syncs and renames the file; frees w whatever the outcome. */
 scfm_status scfm_h5ad_finish(scfm_h5ad_writer *w, scfm_error *err);
 /* Removes PATH.tmp and frees w (NULL is allowed). */

@@ -132,6 +132,42 @@ typedef struct {
  * checkpoint was written). */
 scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err);
 
+/* ---- inference (src/train/infer.c) ---------------------------------- */
+
+/* A fine-tuned checkpoint's class names, one per line, in head order. */
+#define SCFM_LABELS_FILE "labels.tsv"
+scfm_status scfm_read_labels(const char *step_dir, char ***classes, int *n, scfm_error *err);
+
+typedef struct {
+    int predict;              /* 0: embed into obsm[key]; 1: class probabilities into obsm[key] and the
+                                 most probable class into the categorical obs[obs_column] */
+    const char *key;          /* obsm key */
+    const char *obs_column;   /* predict */
+    int pool;                 /* embed: SCFM_POOL_MEAN or SCFM_POOL_CLS; -1: the model's model.pool */
+    int layer;                /* embed: hidden states after this layer (0: embeddings); -1: the last */
+    int match_symbol;         /* match the input's genes by symbol instead of gene id */
+    int use_raw;              /* h5ad: read raw/X */
+    double min_gene_match;    /* fewer of the input's genes in the vocabulary than this fraction is an error */
+    int64_t batch_tokens;     /* tokens per encoder batch; 0: 16384 */
+    int force;                /* replace an existing output */
+    void (*progress)(int64_t cells_done, int64_t cells, double elapsed_s, void *user); /* rank 0 */
+    void *progress_user;
+} scfm_infer_options;
+
+typedef struct {
+    int64_t cells, genes, genes_matched;
+    int64_t cells_without_genes;  /* no count in the vocabulary's genes: a row of zeros */
+    int width;                    /* floats per cell written to obsm */
+} scfm_infer_report;
+
+/* Collective: encodes every cell of the count matrix `input` with the
+ * checkpoint (a checkpoint directory or a run directory; it must hold
+ * vocab.tsv), tokenized as `scfm tokenize --mode rank` with the checkpoint's
+ * vocabulary and medians and model.max_len, and writes `output`: a copy of
+ * the input (an .h5ad) with the results added. */
+scfm_status scfm_infer(scfm_comm *comm, const char *checkpoint, const char *input, const char *output,
+                       const scfm_infer_options *opt, scfm_infer_report *report, scfm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

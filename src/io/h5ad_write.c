@@ -44,6 +44,9 @@ struct scfm_h5ad_writer {
     cell_rows *columns, *arrays; /* obs categoricals in column order; obsm */
     int n_columns, n_arrays;
     int failed; /* a call failed: only finish (which then fails) or abort remain */
+    int annotating; /* a copy of an existing file: X, var and obs names are there already */
+    char **kept_order; /* annotating: the file's obs column-order, less the columns written again */
+    int n_kept;
 };
 
 /* ---- HDF5 helpers: each returns < 0 on failure, and the caller names the object ---- */
@@ -217,6 +220,8 @@ static void close_all(scfm_h5ad_writer *w) {
 }
 
 static void free_writer(scfm_h5ad_writer *w) {
+    for (int i = 0; i < w->n_kept; i++) free(w->kept_order[i]);
+    free(w->kept_order);
     free(w->path);
     free(w->tmp);
     free(w);
@@ -373,6 +378,8 @@ static scfm_status start_categorical(scfm_h5ad_writer *w, const char *column, co
         return scfm_fail(err, SCFM_ERR_ARG, "%s: %s: no categories", w->path, object);
     if (check_distinct(w->path, "category", categories, n_categories, err) != SCFM_OK)
         return err->status;
+    if (w->annotating && H5Lexists(w->obs, column, H5P_DEFAULT) > 0 && H5Ldelete(w->obs, column, H5P_DEFAULT) < 0)
+        return write_failed(w, object, err);
     hid_t g = create_group(w->obs, w->str_type, column, "categorical", "0.2.0");
     hsize_t n = (hsize_t)n_categories;
     herr_t r = g < 0 ? -1 : set_bool_attr(g, "ordered", 0);
@@ -440,6 +447,8 @@ static scfm_status append_obsm(scfm_h5ad_writer *w, const char *name, int dim, c
                                                name, dim, a ? a->width : 1);
     if (check_rows(w, name, a ? a->rows : 0, n_rows, err) != SCFM_OK) return err->status;
     if (!a) {
+        if (w->annotating && H5Lexists(w->obsm, name, H5P_DEFAULT) > 0 && H5Ldelete(w->obsm, name, H5P_DEFAULT) < 0)
+            return write_failed(w, "obsm", err);
         hid_t d = create_rows(w->obsm, name, H5T_IEEE_F32LE, dim);
         if (d < 0 || set_encoding(d, w->str_type, "array", "0.2.0") < 0) {
             if (d >= 0) H5Dclose(d);
@@ -523,12 +532,15 @@ static scfm_status complete(scfm_h5ad_writer *w, scfm_error *err) {
         if (check_complete(w, w->columns[i].name, w->columns[i].rows, err) != SCFM_OK) return err->status;
     for (int i = 0; i < w->n_arrays; i++)
         if (check_complete(w, w->arrays[i].name, w->arrays[i].rows, err) != SCFM_OK) return err->status;
-    if (w->obs_names < 0 && write_default_names(w, err) != SCFM_OK) return err->status;
+    if (w->obs_names < 0 && !w->annotating && write_default_names(w, err) != SCFM_OK) return err->status;
     if (check_complete(w, "obs names", w->obs_names_rows, err) != SCFM_OK) return err->status;
-    const char **order = malloc(sizeof(char *) * (size_t)(w->n_columns > 0 ? w->n_columns : 1));
+    const int n_order = w->n_kept + w->n_columns;
+    const char **order = malloc(sizeof(char *) * (size_t)(n_order > 0 ? n_order : 1));
     if (!order) return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", w->path);
-    for (int i = 0; i < w->n_columns; i++) order[i] = w->columns[i].name;
-    herr_t r = set_str_array_attr(w->obs, w->str_type, "column-order", order, w->n_columns);
+    for (int i = 0; i < w->n_kept; i++) order[i] = w->kept_order[i];
+    for (int i = 0; i < w->n_columns; i++) order[w->n_kept + i] = w->columns[i].name;
+    herr_t r = H5Aexists(w->obs, "column-order") > 0 ? H5Adelete(w->obs, "column-order") : 0;
+    if (r >= 0) r = set_str_array_attr(w->obs, w->str_type, "column-order", order, n_order);
     free(order);
     if (r < 0) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot write obs column-order", w->tmp);
     close_all(w);
@@ -545,6 +557,100 @@ static scfm_status complete(scfm_h5ad_writer *w, scfm_error *err) {
         dir ? scfm_fsync_path(dirname(dir), err) : scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", w->path);
     free(dir);
     return st;
+}
+
+/* The obs column-order of an existing file (a 1-D string attribute, or
+ * h5py's empty float64 array for none), except the columns in skip. */
+static scfm_status read_column_order(scfm_h5ad_writer *w, const char *const *skip, int n_skip, scfm_error *err) {
+    if (H5Aexists(w->obs, "column-order") <= 0) return SCFM_OK;
+    hid_t a = H5Aopen(w->obs, "column-order", H5P_DEFAULT);
+    hid_t type = a < 0 ? -1 : H5Aget_type(a), space = a < 0 ? -1 : H5Aget_space(a);
+    hssize_t n = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+    scfm_status st = a < 0 || n < 0 ? scfm_fail(err, SCFM_ERR_FORMAT, "%s: obs: unreadable column-order", w->path)
+                                    : SCFM_OK;
+    if (st == SCFM_OK && n > 0 && H5Tget_class(type) == H5T_STRING) {
+        char **names = calloc((size_t)n, sizeof(char *));
+        w->kept_order = calloc((size_t)n, sizeof(char *));
+        if (!names || !w->kept_order || H5Aread(a, w->str_type, names) < 0)
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: obs: cannot read column-order as strings", w->path);
+        for (hssize_t i = 0; st == SCFM_OK && i < n; i++) {
+            int skipped = 0;
+            for (int k = 0; k < n_skip; k++) skipped |= !strcmp(names[i], skip[k]);
+            if (skipped) continue;
+            if (!(w->kept_order[w->n_kept] = strdup(names[i]))) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+            else w->n_kept++;
+        }
+        if (names && st == SCFM_OK) H5Dvlen_reclaim(w->str_type, space, H5P_DEFAULT, names);
+        free(names);
+    }
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (a >= 0) H5Aclose(a);
+    return st;
+}
+
+static scfm_status copy_file(const char *from, const char *to, scfm_error *err) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", from, strerror(errno));
+    FILE *out = fopen(to, "wb");
+    scfm_status st = out ? SCFM_OK : scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
+    char buf[1 << 16];
+    size_t n;
+    while (st == SCFM_OK && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed: %s", to, strerror(errno));
+    if (st == SCFM_OK && ferror(in)) st = scfm_fail(err, SCFM_ERR_IO, "%s: read error", from);
+    fclose(in);
+    if (out && fclose(out) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", to);
+    return st;
+}
+
+scfm_status scfm_h5ad_annotate(const char *input, const char *path, int64_t n_cells, const char *const *replace,
+                               int n_replace, scfm_h5ad_writer **out, scfm_error *err) {
+    *out = NULL;
+    scfm_h5ad_writer *w = calloc(1, sizeof *w);
+    size_t len = strlen(path);
+    if (w) {
+        w->path = strdup(path);
+        w->tmp = malloc(len + 5);
+    }
+    if (!w || !w->path || !w->tmp) {
+        if (w) free_writer(w);
+        return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(w->tmp, len + 5, "%s.tmp", path);
+    w->annotating = 1;
+    w->n_cells = w->x_cells = w->obs_names_rows = n_cells;
+    w->x_data = w->x_indices = w->x_indptr = w->obs_names = w->obs = w->obsm = w->varm = w->str_type = -1;
+    if (copy_file(input, w->tmp, err) != SCFM_OK) {
+        scfm_h5ad_abort(w);
+        return err->status;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    w->file = fapl < 0 ? -1 : H5Fopen(w->tmp, H5F_ACC_RDWR, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    w->str_type = H5Tcopy(H5T_C_S1);
+    scfm_status st = SCFM_OK;
+    if (w->file < 0 || w->str_type < 0 || H5Tset_size(w->str_type, H5T_VARIABLE) < 0 ||
+        H5Tset_cset(w->str_type, H5T_CSET_UTF8) < 0)
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot open a copy for writing (not HDF5?)", input);
+    if (st == SCFM_OK && scfm_h5_kind(w->file, "obs") != H5I_GROUP)
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: no obs group: not an AnnData file", input);
+    if (st == SCFM_OK) {
+        w->obs = H5Gopen2(w->file, "obs", H5P_DEFAULT);
+        w->obsm = scfm_h5_kind(w->file, "obsm") == H5I_GROUP ? H5Gopen2(w->file, "obsm", H5P_DEFAULT)
+                                                             : create_group(w->file, w->str_type, "obsm", "dict",
+                                                                            "0.1.0");
+        if (w->obs < 0 || w->obsm < 0) st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot open obs and obsm", input);
+    }
+    if (st == SCFM_OK) st = read_column_order(w, replace, n_replace, err);
+    if (st != SCFM_OK) {
+        scfm_h5ad_abort(w);
+        return st;
+    }
+    *out = w;
+    return SCFM_OK;
 }
 
 scfm_status scfm_h5ad_finish(scfm_h5ad_writer *w, scfm_error *err) {
