@@ -96,7 +96,14 @@ typedef struct {
     int64_t micro_batch_tokens; /* budget; a micro-batch holds at least one cell */
     int prefetch;               /* ready micro-batches at most; 0: SCFM_LOADER_PREFETCH */
     scfm_mask_config mask;      /* vocab_size 0: the shards' vocabulary */
+    const int32_t *labels;      /* NULL, or a class per cell of the shards: cells without one (-1) are
+                                   skipped and every batch cell carries its label */
+    double holdout_fraction;    /* cells held out for validation (scfm_holdout_cell) are skipped */
 } scfm_loader_config;
+
+/* 1 when cell is among the `fraction` of the cells held out for validation:
+ * a keyed draw per cell, so the split does not depend on the ranks. */
+int scfm_holdout_cell(uint64_t seed, int64_t cell, double fraction);
 
 /* Where a rank's stream stands: its next cell is at sequence position
  * `offset` (offset % world == rank, offset < number of cells) of epoch
@@ -332,6 +339,13 @@ int64_t scfm_shards_cell_id(const scfm_shards *s, int64_t i);
 /* Bin mode: the value of each token of cell i, like scfm_shards_cell. */
 scfm_status scfm_shards_cell_values(scfm_shards *s, int64_t i, const uint8_t **values, int *length,
                                     scfm_error *err);
+/* The categorical obs column `column` of every shard: codes[cells] (-1:
+ * missing; malloc'd) and its categories (the same in every shard;
+ * scfm_free_strings). SCFM_ERR_CONFIG naming the columns present when a
+ * shard lacks it. */
+scfm_status scfm_shards_obs(scfm_shards *s, const char *column, int32_t **codes, char ***categories,
+                            int *n_categories, scfm_error *err);
+void scfm_free_strings(char **strings, int n);
 /* SCFM_ERR_CONFIG naming both hashes when the shards were made with another
  * vocabulary than v. */
 scfm_status scfm_shards_expect_vocab(const scfm_shards *s, const scfm_vocab *v, scfm_error *err);

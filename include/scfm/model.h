@@ -94,6 +94,13 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
  * file with the same names, dtypes and shapes); SCFM_ERR_FORMAT naming the
  * tensor when one is missing or shaped differently. */
 scfm_status scfm_model_load(scfm_model *m, const char *path, scfm_error *err);
+/* The same for fine-tuning: every tensor but the classification head
+ * (classifier.*), which keeps its values (a pretrained checkpoint has none,
+ * or one for other classes). */
+scfm_status scfm_model_load_encoder(scfm_model *m, const char *path, scfm_error *err);
+/* Where layer l's parameters start in the buffer (l = layers: the head's);
+ * [0, offset(k)) are the embeddings and the first k layers. */
+size_t scfm_model_layer_offset(const scfm_model *m, int l);
 
 /* Called during scfm_model_backward as soon as the gradients of params
  * [offset, offset + size) are final for that pass, in the order the pass

@@ -109,6 +109,9 @@ typedef struct {
     double checkpoint_s;      /* this step: writing a checkpoint */
     int world_size;
     int epoch;
+    int validated;            /* fine-tuning: the held-out cells were scored after this step */
+    int64_t val_cells;
+    double val_accuracy, val_macro_f1;
 } scfm_train_progress;
 
 typedef void (*scfm_progress_fn)(const scfm_train_progress *p, void *user);
@@ -120,6 +123,10 @@ typedef struct {
     scfm_progress_fn on_step;           /* rank 0, after every step; may be NULL */
     void (*on_notice)(const char *message, void *user); /* rank 0: things worth a warning; may be NULL */
     void *user;
+    int finetune;                       /* classify cfg->finetune.label: a head with one class per category
+                                           of that obs column of the shards, no masking, held-out cells
+                                           scored as the epochs pass, labels.tsv in the run and checkpoints */
+    const char *init_from;              /* a checkpoint directory whose encoder starts the run; NULL: random */
 } scfm_train_options;
 
 /* Trains from cfg (data, model, optimiser) data-parallel over opt->comm:

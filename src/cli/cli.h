@@ -46,6 +46,7 @@ void scfm_cli_inputs_free(scfm_cli_inputs *in);
 
 /* The subcommands: each takes the arguments after its name. */
 int scfm_cmd_train(int argc, char **argv);
+int scfm_cmd_finetune(int argc, char **argv);
 int scfm_cmd_plot(int argc, char **argv);
 int scfm_cmd_simulate(int argc, char **argv);
 int scfm_cmd_vocab(int argc, char **argv);

@@ -1,4 +1,5 @@
-/* scfm train: masked-gene pretraining from a configuration file. */
+/* scfm train and scfm finetune: masked-gene pretraining, and cell
+ * classification from a pretrained checkpoint, from a configuration file. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,36 @@ static const char *train_help =
     "Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error,\n"
     "3 stopped by a signal after writing a checkpoint.\n";
 
+static const char *finetune_help =
+    "usage: [mpirun -np N | srun] scfm finetune CONFIG --from CHECKPOINT [--label COLUMN]\n"
+    "                             [--freeze K] [--set section.key=value]... [--resume] [--quiet]\n"
+    "\n"
+    "Fine-tunes a pretrained encoder to classify cells by a categorical obs column of\n"
+    "the token shards (data.shards; `scfm tokenize` keeps the inputs' categorical obs\n"
+    "columns). A linear head (classifier.weight/bias, one output per category) reads\n"
+    "the cell embedding (model.pool: mean of the gene tokens, or <cls>); the loss is\n"
+    "the cross-entropy over labelled cells. Distributed, checkpointed, resumable and\n"
+    "stoppable like `scfm train`.\n"
+    "\n"
+    "  CONFIG             data, train, checkpoint and finetune sections (configs/finetune.cfg);\n"
+    "                     the model section comes from the checkpoint (--set model.KEY=V\n"
+    "                     changes it, e.g. model.dropout); data.vocab defaults to the\n"
+    "                     checkpoint's vocabulary, and shards made with another are refused\n"
+    "  --from CHECKPOINT  a checkpoint directory, a run directory (its newest checkpoint), or one\n"
+    "                     made by `scfm import`; its classifier, if any, is replaced\n"
+    "  --label COLUMN     the obs column to predict (finetune.label, default cell_type)\n"
+    "  --freeze K         keep the embeddings and the first K layers fixed (finetune.freeze_layers)\n"
+    "  --set, --resume, --quiet, -h   as for `scfm train`\n"
+    "\n"
+    "A seeded finetune.validation_fraction of the labelled cells (train.seed) is held\n"
+    "out: every time all ranks enter a new epoch, and at the end, their accuracy and\n"
+    "macro-F1 are printed and written to metrics.jsonl (val_accuracy, val_macro_f1).\n"
+    "Checkpoints also hold labels.tsv, the class names in head order, for\n"
+    "`scfm predict`.\n"
+    "\n"
+    "Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error,\n"
+    "3 stopped by a signal after writing a checkpoint.\n";
+
 typedef struct {
     double every, last;
     int quiet;
@@ -70,6 +101,14 @@ static void print_progress(const scfm_train_progress *p, void *user) {
             elapsed, eta);
 }
 
+static void print_step(const scfm_train_progress *p, void *user) {
+    print_progress(p, user);
+    const progress_printer *pp = user;
+    if (p->validated && !pp->quiet)
+        fprintf(stderr, "step %lld: validation %lld cells | accuracy %.4f | macro-F1 %.4f\n", (long long)p->step,
+                (long long)p->val_cells, p->val_accuracy, p->val_macro_f1);
+}
+
 static volatile sig_atomic_t stop_requested;
 
 static void request_stop(int signal_number) {
@@ -82,50 +121,97 @@ static void print_notice(const char *message, void *user) {
     if (!pp->quiet) fprintf(stderr, "scfm train: %s\n", message);
 }
 
-int scfm_cmd_train(int argc, char **argv) {
+/* The fine-tuning configuration: CONFIG with the checkpoint's model section
+ * (the model.* overrides applied to it) and, unless CONFIG names one, the
+ * checkpoint's vocabulary. */
+static scfm_status finetune_config(scfm_config *cfg, const char *from, char *step_dir, size_t cap,
+                                   const char *const *overrides, int n_overrides, scfm_error *err) {
+    const char **model_overrides = calloc((size_t)n_overrides + 1, sizeof(char *));
+    if (!model_overrides) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    int n = 0;
+    for (int i = 0; i < n_overrides; i++)
+        if (!strncmp(overrides[i], "model.", 6)) model_overrides[n++] = overrides[i];
+    char path[SCFM_PATH_MAX];
+    scfm_config pretrained;
+    scfm_status st = scfm_checkpoint_resolve(from, step_dir, cap, err);
+    if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, step_dir, "config.cfg", err);
+    if (st == SCFM_OK) st = scfm_config_load(&pretrained, path, model_overrides, n, err);
+    free(model_overrides);
+    if (st != SCFM_OK) return st;
+    cfg->model = pretrained.model;
+    cfg->model.num_labels = 0;
+    if (cfg->finetune.freeze_layers > cfg->model.layers)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "finetune.freeze_layers (%d) must be <= the checkpoint's model.layers (%d)",
+                         cfg->finetune.freeze_layers, cfg->model.layers);
+    if (!cfg->data.vocab[0]) snprintf(cfg->data.vocab, sizeof cfg->data.vocab, "%s", step_dir);
+    return SCFM_OK;
+}
+
+static int run(int argc, char **argv, int finetune) {
+    const char *help = finetune ? finetune_help : train_help, *command = finetune ? "finetune" : "train";
     if (scfm_cli_wants_help(argc, argv)) {
-        fputs(train_help, stdout);
+        fputs(help, stdout);
         return 0;
     }
-    const char *path = NULL;
-    const char **overrides = calloc((size_t)argc + 1, sizeof(char *));
+    const char *path = NULL, *from = NULL;
+    const char **overrides = calloc((size_t)argc + 3, sizeof(char *));
     int n_overrides = 0, quiet = 0, resume = 0;
+    char label_override[300], freeze_override[64], message[128];
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--set")) {
-            if (i + 1 >= argc) {
-                free(overrides);
-                return scfm_cli_usage_error(train_help, "%s needs section.key=value", "--set");
-            }
-            overrides[n_overrides++] = argv[++i];
-        } else if (!strncmp(argv[i], "--set=", 6)) {
-            overrides[n_overrides++] = argv[i] + 6;
-        } else if (!strcmp(argv[i], "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(argv[i], "--resume")) {
-            resume = 1;
-        } else if (argv[i][0] == '-' || path) {
+        const char *a = argv[i];
+        int takes_value = !strcmp(a, "--set") || (finetune && (!strcmp(a, "--from") || !strcmp(a, "--label") ||
+                                                               !strcmp(a, "--freeze")));
+        if (takes_value && i + 1 >= argc) {
             free(overrides);
-            return scfm_cli_usage_error(train_help, "train: unexpected argument '%s'", argv[i]);
+            snprintf(message, sizeof message, "%s: %%s needs a value", command);
+            return scfm_cli_usage_error(help, message, a);
+        }
+        if (!strcmp(a, "--set")) {
+            overrides[n_overrides++] = argv[++i];
+        } else if (!strncmp(a, "--set=", 6)) {
+            overrides[n_overrides++] = a + 6;
+        } else if (finetune && !strcmp(a, "--from")) {
+            from = argv[++i];
+        } else if (finetune && !strcmp(a, "--label")) {
+            snprintf(label_override, sizeof label_override, "finetune.label=%s", argv[++i]);
+            overrides[n_overrides++] = label_override;
+        } else if (finetune && !strcmp(a, "--freeze")) {
+            snprintf(freeze_override, sizeof freeze_override, "finetune.freeze_layers=%.40s", argv[++i]);
+            overrides[n_overrides++] = freeze_override;
+        } else if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else if (!strcmp(a, "--resume")) {
+            resume = 1;
+        } else if (a[0] == '-' || path) {
+            free(overrides);
+            snprintf(message, sizeof message, "%s: unexpected argument '%%s'", command);
+            return scfm_cli_usage_error(help, message, a);
         } else {
-            path = argv[i];
+            path = a;
         }
     }
-    if (!path) {
+    if (!path || (finetune && !from)) {
         free(overrides);
-        return scfm_cli_usage_error(train_help, "%s", "train: a CONFIG file is required");
+        return scfm_cli_usage_error(help, "%s", finetune ? "finetune: CONFIG and --from CHECKPOINT are required"
+                                                         : "train: a CONFIG file is required");
     }
     scfm_comm *comm = NULL;
     scfm_error err = {0};
     if (scfm_comm_init(&argc, &argv, &comm, &err) != SCFM_OK) return scfm_cli_fail(&err);
     const int rank = scfm_comm_rank(comm);
     scfm_config cfg;
+    char step_dir[SCFM_PATH_MAX] = "";
+    /* model.* overrides go to the checkpoint's model section when fine-tuning */
     scfm_status st = scfm_config_load(&cfg, path, overrides, n_overrides, &err);
+    if (st == SCFM_OK && finetune)
+        st = finetune_config(&cfg, from, step_dir, sizeof step_dir, overrides, n_overrides, &err);
     free(overrides);
     if (st == SCFM_OK) {
         progress_printer pp = {cfg.train.log_every_seconds, 0.0, quiet || rank != 0};
         if (!pp.quiet)
-            fprintf(stderr, "scfm train: %s -> %s/%s on %d rank(s)%s\n", path, cfg.checkpoint.dir, cfg.checkpoint.run,
-                    scfm_comm_size(comm), resume ? ", resuming" : "");
+            fprintf(stderr, "scfm %s: %s%s%s -> %s/%s on %d rank(s)%s\n", command, path, finetune ? " from " : "",
+                    finetune ? step_dir : "", cfg.checkpoint.dir, cfg.checkpoint.run, scfm_comm_size(comm),
+                    resume ? ", resuming" : "");
         /* Slurm sends SIGTERM (or the --signal of sbatch, e.g. USR1) before it
          * preempts: finish the step, checkpoint, and exit with code 3. */
         struct sigaction sa;
@@ -133,7 +219,8 @@ int scfm_cmd_train(int argc, char **argv) {
         sa.sa_handler = request_stop;
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGUSR1, &sa, NULL);
-        scfm_train_options opt = {comm, resume, &stop_requested, print_progress, print_notice, &pp};
+        scfm_train_options opt = {comm,          resume,     &stop_requested, print_step, print_notice, &pp,
+                                  finetune,      finetune ? step_dir : NULL};
         st = scfm_train(&cfg, &opt, &err);
     }
     int code = 0;
@@ -146,3 +233,6 @@ int scfm_cmd_train(int argc, char **argv) {
     scfm_comm_finalize(comm);
     return code;
 }
+
+int scfm_cmd_train(int argc, char **argv) { return run(argc, argv, 0); }
+int scfm_cmd_finetune(int argc, char **argv) { return run(argc, argv, 1); }

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"vocab", scfm_cmd_vocab, "INPUT... -o VOCAB_DIR   gene vocabulary and medians (mpirun)"},
     {"tokenize", scfm_cmd_tokenize, "--mode rank|bin --vocab DIR INPUT... -o SHARD_DIR   token shards (mpirun)"},
     {"train", scfm_cmd_train, "CONFIG [--set section.key=value]... [--resume]   masked-gene pretraining (mpirun)"},
+    {"finetune", scfm_cmd_finetune, "CONFIG --from CHECKPOINT [--label COLUMN]   cell classification (mpirun)"},
     {"embed", scfm_cmd_embed, "CHECKPOINT IN.h5ad -o OUT.h5ad [--pool mean|cls] [--layer K]   cell embeddings into obsm (mpirun)"},
     {"predict", scfm_cmd_predict, "CHECKPOINT IN.h5ad -o OUT.h5ad   labels of a fine-tuned model into obs (mpirun)"},
     {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},

@@ -44,6 +44,13 @@ static uint32_t round_key(uint64_t seed, uint32_t epoch, uint32_t round, uint32_
  * stays on p's cycle, which returns to [0, n) at the latest at p itself, so
  * the result is a bijection of [0, n). Each step lands inside with
  * probability n / 4^half > 1/4. */
+int scfm_holdout_cell(uint64_t seed, int64_t cell, double fraction) {
+    if (fraction <= 0.0) return 0;
+    uint32_t counter[4] = {(uint32_t)cell, (uint32_t)((uint64_t)cell >> 32), 0, SCFM_STREAM_HOLDOUT}, r[4];
+    scfm_philox(seed, counter, r);
+    return scfm_u01(r[0]) < fraction;
+}
+
 int64_t scfm_shuffle_index(uint64_t seed, uint32_t epoch, int64_t n, int64_t p) {
     int half = 1;
     while (half < 32 && ((uint64_t)1 << (2 * half)) < (uint64_t)n) half++;
@@ -132,10 +139,11 @@ static scfm_status stream(scfm_loader *l, scfm_shards *shards, scfm_error *err) 
     s->epoch = at.epoch;
     while (s) {
         int64_t id = scfm_shuffle_index(c->seed, at.epoch, l->n_cells, at.offset);
-        const int32_t *tokens;
-        int length;
-        scfm_status st = scfm_shards_cell(shards, id, &tokens, &length, err);
-        if (st != SCFM_OK) return st;
+        const int32_t *tokens = NULL;
+        int length = 0;
+        scfm_status st = SCFM_OK;
+        const int wanted = !(c->labels && c->labels[id] < 0) && !scfm_holdout_cell(c->seed, id, c->holdout_fraction);
+        if (wanted && (st = scfm_shards_cell(shards, id, &tokens, &length, err)) != SCFM_OK) return st;
         if (length > c->max_len) length = c->max_len;
         if (s->batch.n_cells > 0 && s->batch.n_tokens + (int64_t)length > c->micro_batch_tokens) {
             /* tokens stays valid: publish makes no call into the shards */
@@ -143,6 +151,7 @@ static scfm_status stream(scfm_loader *l, scfm_shards *shards, scfm_error *err) 
         }
         if (length > 0 && (st = scfm_batch_add_cell(&s->batch, id, tokens, length, err)) != SCFM_OK)
             return st;
+        if (length > 0 && c->labels) s->batch.labels[s->batch.n_cells - 1] = c->labels[id];
         at.offset += c->world;
         if (at.offset >= l->n_cells) {
             at.epoch++;

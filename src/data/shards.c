@@ -292,3 +292,74 @@ scfm_status scfm_shards_expect_vocab(const scfm_shards *s, const scfm_vocab *v, 
                          (long long)scfm_vocab_size(v));
     return SCFM_OK;
 }
+
+void scfm_free_strings(char **strings, int n) {
+    for (int i = 0; strings && i < n; i++) free(strings[i]);
+    free(strings);
+}
+
+/* The categories in group (obs/<column> of the shard at path), compared with
+ * (or, for the first shard, copied into) *categories. */
+static scfm_status shard_categories(hid_t group, const char *path, const char *column, char ***categories, int *n,
+                                    scfm_error *err) {
+    scfm_names names = {0};
+    scfm_status st = scfm_h5_read_strings(group, path, "categories", &names, err);
+    if (st == SCFM_OK && !scfm_names_finish(&names)) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if (st == SCFM_OK && *categories == NULL) {
+        *categories = calloc((size_t)(names.n > 0 ? names.n : 1), sizeof(char *));
+        for (int64_t i = 0; *categories && i < names.n; i++)
+            if (((*categories)[i] = strdup(names.at[i]))) *n = (int)i + 1;
+        if (!*categories || *n != names.n) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    } else if (st == SCFM_OK) {
+        int same = names.n == *n;
+        for (int64_t i = 0; same && i < names.n; i++) same = !strcmp(names.at[i], (*categories)[i]);
+        if (!same)
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: obs/%s/categories differ from the first shard's (a shard from "
+                           "another set?)", path, column);
+    }
+    scfm_names_free(&names);
+    return st;
+}
+
+scfm_status scfm_shards_obs(scfm_shards *s, const char *column, int32_t **codes, char ***categories,
+                            int *n_categories, scfm_error *err) {
+    *codes = NULL;
+    *categories = NULL;
+    *n_categories = 0;
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)s->n_cells);
+    scfm_status st = all ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for the labels of %lld cells",
+                                               (long long)s->n_cells);
+    for (int i = 0; st == SCFM_OK && i < s->n_shards; i++) {
+        const shard *sh = &s->shards[i];
+        char path[512];
+        snprintf(path, sizeof path, "obs/%s/codes", column);
+        if (scfm_h5_kind(sh->file, path) != H5I_DATASET) {
+            st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: no categorical obs column '%s' (tokenize keeps the columns "
+                           "named by --obs; by default the categorical columns of the inputs)", sh->path, column);
+            break;
+        }
+        snprintf(path, sizeof path, "obs/%s", column);
+        hid_t g = H5Gopen2(sh->file, path, H5P_DEFAULT);
+        st = g < 0 ? scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot open %s", sh->path, path)
+                   : shard_categories(g, sh->path, column, categories, n_categories, err);
+        hid_t d = g < 0 ? -1 : H5Dopen2(g, "codes", H5P_DEFAULT);
+        if (st == SCFM_OK && (d < 0 || scfm_h5_dataset_length(d) != sh->n_cells ||
+                              scfm_h5_read_slice(d, H5T_NATIVE_INT32, 0, sh->n_cells, all + sh->first_cell) < 0))
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: obs/%s/codes must hold one code per cell", sh->path, column);
+        if (d >= 0) H5Dclose(d);
+        if (g >= 0) H5Gclose(g);
+    }
+    for (int64_t i = 0; st == SCFM_OK && i < s->n_cells; i++)
+        if (all[i] < -1 || all[i] >= *n_categories)
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: obs/%s: cell %lld has code %d outside [-1, %d)", s->dir, column,
+                           (long long)i, all[i], *n_categories);
+    if (st != SCFM_OK) {
+        free(all);
+        scfm_free_strings(*categories, *n_categories);
+        *categories = NULL;
+        *n_categories = 0;
+        return st;
+    }
+    *codes = all;
+    return SCFM_OK;
+}

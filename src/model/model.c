@@ -256,6 +256,7 @@ void scfm_model_free(scfm_model *m) {
 }
 
 const scfm_model_config *scfm_model_get_config(const scfm_model *m) { return &m->cfg; }
+size_t scfm_model_layer_offset(const scfm_model *m, int l) { return m->layer_begin[l]; }
 size_t scfm_model_num_params(const scfm_model *m) { return m->n_params; }
 float *scfm_model_params(scfm_model *m) { return m->params; }
 float *scfm_model_grads(scfm_model *m) { return m->grads; }

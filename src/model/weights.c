@@ -45,21 +45,34 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
     return st;
 }
 
-scfm_status scfm_model_load(scfm_model *m, const char *path, scfm_error *err) {
+/* Reads every tensor of m from path; with keep_head, the classification
+ * head (classifier.*) keeps its values whatever the file holds. */
+static scfm_status load(scfm_model *m, const char *path, int keep_head, scfm_error *err) {
     scfm_safetensors *f = NULL;
     scfm_status st = scfm_safetensors_open(path, &f, err);
     if (st != SCFM_OK) return st;
     float *params = scfm_model_params(m);
+    int loaded = 0, head = 0;
     for (int i = 0; i < scfm_model_num_tensors(m) && st == SCFM_OK; i++) {
         const scfm_tensor_info *ti = scfm_model_tensor(m, i);
+        if (keep_head && !strncmp(ti->name, "classifier.", 11)) continue;
         const int64_t shape[2] = {ti->shape[0], ti->shape[1]};
         const scfm_st_tensor *t = NULL;
         st = scfm_safetensors_expect(f, ti->name, SCFM_DTYPE_F32, ti->ndim, shape, &t, err);
         if (st == SCFM_OK) memcpy(params + ti->offset, t->data, sizeof(float) * ti->size);
+        loaded++;
     }
-    if (st == SCFM_OK && scfm_safetensors_count(f) != scfm_model_num_tensors(m))
+    for (int i = 0; keep_head && i < scfm_safetensors_count(f); i++)
+        head += !strncmp(scfm_safetensors_at(f, i)->name, "classifier.", 11);
+    if (st == SCFM_OK && scfm_safetensors_count(f) - head != loaded)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %d tensors, but the model has %d (another model shape?)", path,
-                       scfm_safetensors_count(f), scfm_model_num_tensors(m));
+                       scfm_safetensors_count(f) - head, loaded);
     scfm_safetensors_close(f);
     return st;
+}
+
+scfm_status scfm_model_load(scfm_model *m, const char *path, scfm_error *err) { return load(m, path, 0, err); }
+
+scfm_status scfm_model_load_encoder(scfm_model *m, const char *path, scfm_error *err) {
+    return load(m, path, 1, err);
 }

@@ -17,8 +17,8 @@
  * state and the metrics; the vocabulary comes along when the run named one,
  * so that embedding needs nothing but the checkpoint. */
 static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg",
-                                               "metrics.jsonl", SCFM_VOCAB_FILE};
-enum { N_CHECKPOINT_FILES = 5 };
+                                               "metrics.jsonl", SCFM_VOCAB_FILE, SCFM_LABELS_FILE};
+enum { N_CHECKPOINT_FILES = 6 };
 static const char *const required_files[] = {"model.safetensors", "config.cfg"};
 enum { N_REQUIRED_FILES = 2 };
 
@@ -199,6 +199,7 @@ typedef struct {
     const float *adam_m, *adam_v;          /* NULL: no optimizer.safetensors */
     const scfm_checkpoint_state *state;
     const char *metrics;                   /* NULL: no metrics.jsonl */
+    const char *labels;                    /* a fine-tuned head's class names; NULL or absent: none */
 } checkpoint_extras;
 
 /* Builds final_dir as final_dir.tmp (every file and the directory synced)
@@ -220,6 +221,8 @@ static scfm_status write_step_dir(const char *final_dir, const scfm_config *cfg,
     if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
     if (st == SCFM_OK && x->metrics) st = scfm_path_join(path, sizeof path, tmp_dir, "metrics.jsonl", err);
     if (st == SCFM_OK && x->metrics) st = copy_file(x->metrics, path, err);
+    if (st == SCFM_OK && x->labels && stat(x->labels, &sb) == 0) st = scfm_path_join(path, sizeof path, tmp_dir, SCFM_LABELS_FILE, err);
+    if (st == SCFM_OK && x->labels && stat(x->labels, &sb) == 0) st = copy_file(x->labels, path, err);
     if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(vocab, sizeof vocab, cfg->data.vocab, SCFM_VOCAB_FILE, err);
     if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(path, sizeof path, tmp_dir, SCFM_VOCAB_FILE, err);
     if (st == SCFM_OK && cfg->data.vocab[0] && stat(vocab, &sb) != 0)
@@ -241,12 +244,13 @@ static scfm_status write_step_dir(const char *final_dir, const scfm_config *cfg,
 scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
                                   const float *adam_m, const float *adam_v,
                                   const scfm_checkpoint_state *state, scfm_error *err) {
-    char name[32], final_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX], metrics[SCFM_PATH_MAX];
+    char name[32], final_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX], metrics[SCFM_PATH_MAX], labels[SCFM_PATH_MAX];
     step_name(name, sizeof name, state->step);
     scfm_status st = scfm_path_join(final_dir, sizeof final_dir, run_dir, name, err);
     if (st == SCFM_OK) st = scfm_path_join(metrics, sizeof metrics, run_dir, "metrics.jsonl", err);
+    if (st == SCFM_OK) st = scfm_path_join(labels, sizeof labels, run_dir, SCFM_LABELS_FILE, err);
     if (st != SCFM_OK) return st;
-    checkpoint_extras x = {scfm_model_num_params(model), adam_m, adam_v, state, metrics};
+    checkpoint_extras x = {scfm_model_num_params(model), adam_m, adam_v, state, metrics, labels};
     if ((st = write_step_dir(final_dir, cfg, model, &x, err)) != SCFM_OK) return st;
     if ((st = scfm_fsync_path(run_dir, err)) != SCFM_OK) return st;
     if ((st = point_latest(run_dir, name, err)) != SCFM_OK) return st;

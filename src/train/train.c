@@ -24,11 +24,135 @@ static void write_metrics(FILE *f, const scfm_train_progress *p) {
             "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
             "\"tokens\": %lld, \"targets\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f, "
             "\"compute_s\": %.4f, \"data_s\": %.4f, \"comm_s\": %.4f, \"reduce_wait_s\": %.4f, "
-            "\"checkpoint_s\": %.4f, \"ranks\": %d}\n",
+            "\"checkpoint_s\": %.4f, \"ranks\": %d",
             (long long)p->step, p->epoch, p->loss, p->lr, p->grad_norm, (long long)p->tokens,
             (long long)p->targets, p->tokens_per_s, p->elapsed_s, p->compute_s, p->data_s, p->comm_s,
             p->reduce_wait_s, p->checkpoint_s, p->world_size);
+    if (p->validated)
+        fprintf(f, ", \"val_cells\": %lld, \"val_accuracy\": %.6f, \"val_macro_f1\": %.6f",
+                (long long)p->val_cells, p->val_accuracy, p->val_macro_f1);
+    fputs("}\n", f);
     fflush(f);
+}
+
+/* ---- fine-tuning: labels, the held-out cells and their evaluation ---- */
+
+typedef struct {
+    int32_t *labels;          /* [cells of the shards] */
+    char **classes;
+    int n_classes;
+    scfm_batch *batches;      /* this rank's held-out labelled cells */
+    int n_batches;
+    float *probs;
+    int cap_cells;
+} validation;
+
+static void validation_free(validation *v) {
+    free(v->labels);
+    scfm_free_strings(v->classes, v->n_classes);
+    for (int i = 0; i < v->n_batches; i++) scfm_batch_free(&v->batches[i]);
+    free(v->batches);
+    free(v->probs);
+}
+
+/* Reads the label column and packs this rank's share of the held-out
+ * labelled cells (positions rank, rank + world, ... among them) into batches
+ * of at most `budget` tokens, kept in memory for the run. */
+static scfm_status load_validation(const scfm_config *cfg, int rank, int world, validation *v, scfm_error *err) {
+    scfm_shards *s = NULL;
+    scfm_status st = scfm_shards_open(cfg->data.shards, &s, err);
+    if (st == SCFM_OK) st = scfm_shards_obs(s, cfg->finetune.label, &v->labels, &v->classes, &v->n_classes, err);
+    if (st == SCFM_OK && v->n_classes < 2)
+        st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: obs column '%s' has %d class(es); classification needs 2 or more",
+                       cfg->data.shards, cfg->finetune.label, v->n_classes);
+    int64_t seen = 0;
+    for (int64_t i = 0; st == SCFM_OK && i < scfm_shards_num_cells(s); i++) {
+        if (v->labels[i] < 0 || !scfm_holdout_cell((uint64_t)cfg->train.seed, i, cfg->finetune.validation_fraction))
+            continue;
+        if (seen++ % world != rank) continue;
+        const int32_t *tokens;
+        int length;
+        if ((st = scfm_shards_cell(s, i, &tokens, &length, err)) != SCFM_OK) break;
+        if (length > cfg->model.max_len) length = cfg->model.max_len;
+        if (length == 0) continue;
+        scfm_batch *b = v->n_batches ? &v->batches[v->n_batches - 1] : NULL;
+        if (!b || b->n_tokens + length > cfg->train.micro_batch_tokens) {
+            scfm_batch *grown = realloc(v->batches, sizeof(scfm_batch) * (size_t)(v->n_batches + 1));
+            if (!grown) {
+                st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for the validation cells");
+                break;
+            }
+            v->batches = grown;
+            b = &v->batches[v->n_batches++];
+            scfm_batch_init(b);
+        }
+        if ((st = scfm_batch_add_cell(b, i, tokens, length, err)) != SCFM_OK) break;
+        b->labels[b->n_cells - 1] = v->labels[i];
+        if (b->n_cells > v->cap_cells) v->cap_cells = b->n_cells;
+    }
+    scfm_shards_close(s);
+    if (st == SCFM_OK && !(v->probs = malloc(sizeof(float) * (size_t)(v->cap_cells + 1) * v->n_classes)))
+        st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    return st;
+}
+
+/* Accuracy and macro-F1 (over the classes that occur among the labels or the
+ * predictions, as scikit-learn's f1_score(average="macro")) of the held-out
+ * cells of every rank. Collective. */
+static scfm_status validate(scfm_comm *comm, scfm_model *m, validation *v, scfm_train_progress *p, scfm_error *err) {
+    const int K = v->n_classes;
+    int64_t *confusion = calloc((size_t)K * K, sizeof(int64_t)); /* [label][prediction] */
+    scfm_status st = confusion ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int i = 0; st == SCFM_OK && i < v->n_batches; i++) {
+        const scfm_batch *b = &v->batches[i];
+        st = scfm_model_encode(m, b, err);
+        if (st == SCFM_OK) st = scfm_model_classify(m, b, v->probs, err);
+        for (int c = 0; st == SCFM_OK && c < b->n_cells; c++) {
+            const float *pr = v->probs + (size_t)c * K;
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                if (pr[k] > pr[best]) best = k;
+            confusion[(size_t)b->labels[c] * K + best]++;
+        }
+    }
+    if ((st = scfm_comm_agree(comm, st, err)) == SCFM_OK) st = scfm_comm_sum_i64(comm, confusion, K * K, err);
+    if (st == SCFM_OK) {
+        int64_t total = 0, correct = 0;
+        double f1_sum = 0.0;
+        int classes = 0;
+        for (int k = 0; k < K; k++) {
+            int64_t tp = confusion[(size_t)k * K + k], row = 0, col = 0;
+            for (int j = 0; j < K; j++) {
+                row += confusion[(size_t)k * K + j];
+                col += confusion[(size_t)j * K + k];
+            }
+            total += row;
+            correct += tp;
+            if (row + col == 0) continue;
+            classes++;
+            f1_sum += 2.0 * (double)tp / (double)(row + col);
+        }
+        p->validated = 1;
+        p->val_cells = total;
+        p->val_accuracy = total ? (double)correct / (double)total : 0.0;
+        p->val_macro_f1 = classes ? f1_sum / classes : 0.0;
+    }
+    free(confusion);
+    return st;
+}
+
+static scfm_status write_labels(const char *run_dir, const validation *v, scfm_error *err) {
+    char path[SCFM_PATH_MAX];
+    scfm_status st = scfm_path_join(path, sizeof path, run_dir, SCFM_LABELS_FILE, err);
+    if (st != SCFM_OK) return st;
+    FILE *f = fopen(path, "w");
+    if (!f) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot create", path);
+    for (int k = 0; k < v->n_classes; k++) {
+        if (strchr(v->classes[k], '\n')) st = scfm_fail(err, SCFM_ERR_FORMAT, "class name %d holds a line break", k);
+        fprintf(f, "%s\n", v->classes[k]);
+    }
+    if (fclose(f) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", path);
+    return st;
 }
 
 typedef struct {
@@ -259,12 +383,30 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     scfm_model_config mc = cfg->model;
     if (st == SCFM_OK && mc.vocab_size == 0) mc.vocab_size = facts.vocab_size;
     if (mc.special_tokens == 0) mc.special_tokens = facts.first_gene;
+    validation val = {0};
+    if (st == SCFM_OK && opt->finetune) st = load_validation(cfg, rank, world, &val, err);
+    if (st == SCFM_OK && opt->finetune) {
+        if (mc.num_labels != 0 && mc.num_labels != val.n_classes)
+            st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.num_labels is %d, but obs column '%s' has %d classes",
+                           cfg->source, mc.num_labels, cfg->finetune.label, val.n_classes);
+        mc.num_labels = val.n_classes;
+    }
     if (st == SCFM_OK && mc.vocab_size < facts.vocab_size)
         st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.vocab_size (%d) is smaller than the shards' vocabulary (%d)",
                        cfg->source, mc.vocab_size, facts.vocab_size);
     if (st == SCFM_OK) st = scfm_model_create(&mc, &r.model, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out;
     scfm_model_init_weights(r.model, (uint64_t)tc->seed);
+    if (opt->init_from) {
+        char path[SCFM_PATH_MAX];
+        st = scfm_path_join(path, sizeof path, opt->init_from, "model.safetensors", err);
+        if (st == SCFM_OK) st = scfm_model_load_encoder(r.model, path, err);
+        if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out;
+    }
+    /* Fine-tuning may leave the embeddings and the first layers as they are. */
+    const size_t frozen = opt->finetune && cfg->finetune.freeze_layers > 0
+                              ? scfm_model_layer_offset(r.model, cfg->finetune.freeze_layers)
+                              : 0;
     size_t n_params = scfm_model_num_params(r.model);
     r.zero1 = tc->zero1 && world > 1;
     r.shard_lo = 0;
@@ -284,8 +426,10 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     scfm_config resolved = *cfg;
     resolved.model.vocab_size = mc.vocab_size;
     resolved.model.special_tokens = mc.special_tokens;
+    resolved.model.num_labels = mc.num_labels;
     if (rank == 0) st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err);
     else st = scfm_path_join(run_dir, sizeof run_dir, cfg->checkpoint.dir, cfg->checkpoint.run, err);
+    if (st == SCFM_OK && rank == 0 && opt->finetune) st = write_labels(run_dir, &val, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
     int64_t first_step = 0, tokens_seen = 0;
@@ -308,19 +452,23 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         .world = world,
         .max_len = cfg->model.max_len,
         .micro_batch_tokens = tc->micro_batch_tokens,
-        .mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, mc.special_tokens, mc.vocab_size},
+        .mask = {opt->finetune ? 0.0 : tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, mc.special_tokens,
+                 mc.vocab_size},
+        .labels = opt->finetune ? val.labels : NULL,
+        .holdout_fraction = opt->finetune ? cfg->finetune.validation_fraction : 0.0,
     };
     st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
     grad_reducer reducer = {opt->comm, scfm_model_grads(r.model), pending, 0, SCFM_OK, err};
+    uint32_t validated_epoch = start.epoch;
     const double start_time = scfm_now();
     int64_t run_tokens = 0;
     for (int64_t step = first_step; step < tc->steps; step++) {
         /* data_s is the time spent waiting for the loader, not its work. */
         scfm_status local = SCFM_OK;
         const scfm_loader_position step_start = scfm_loader_get_position(r.loader);
-        int64_t counts[4] = {0, 0, 0, 0}; /* targets, tokens, stop requested, failed */
+        int64_t counts[5] = {0, 0, 0, 0, 0}; /* loss terms, tokens, stop requested, failed, ranks in a new epoch */
         double data_s = 0.0, comm_s = 0.0, checkpoint_s = 0.0;
         for (int a = 0; a < r.n_batches && local == SCFM_OK; a++) {
             double t0 = scfm_now();
@@ -332,8 +480,9 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         }
         counts[2] = opt->stop && *opt->stop;
         counts[3] = local != SCFM_OK;
+        counts[4] = local == SCFM_OK && r.epochs[r.n_batches - 1] > validated_epoch;
         double t1 = scfm_now();
-        if ((st = scfm_comm_sum_i64(opt->comm, counts, 4, err)) != SCFM_OK) break;
+        if ((st = scfm_comm_sum_i64(opt->comm, counts, 5, err)) != SCFM_OK) break;
         comm_s += scfm_now() - t1;
         if (counts[3]) {
             st = scfm_comm_agree(opt->comm, local, err);
@@ -398,7 +547,9 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         }
         double lr = scfm_lr_at(tc, step);
         if (global_targets > 0) {
-            scfm_adamw_update(r.model, grads, r.adam_m, r.adam_v, r.shard_lo, r.shard_lo + r.shard_n, step + 1, lr, tc);
+            const size_t skip = frozen > r.shard_lo ? (frozen < r.shard_lo + r.shard_n ? frozen - r.shard_lo : r.shard_n) : 0;
+            scfm_adamw_update(r.model, grads + skip, r.adam_m + skip, r.adam_v + skip, r.shard_lo + skip,
+                              r.shard_lo + r.shard_n, step + 1, lr, tc);
             if (r.zero1) {
                 double t = scfm_now();
                 if ((st = scfm_comm_gather_blocks_f32(opt->comm, scfm_model_params(r.model), n_params, err)) != SCFM_OK)
@@ -416,8 +567,14 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
                 break;
             checkpoint_s = scfm_now() - t2;
         }
+        scfm_train_progress p = {0};
+        /* Held-out cells are scored once every rank has entered a new epoch,
+         * and at the end. */
+        if (opt->finetune && (counts[4] == world || step + 1 == tc->steps)) {
+            if ((st = validate(opt->comm, r.model, &val, &p, err)) != SCFM_OK) break;
+            validated_epoch = r.epochs[r.n_batches - 1];
+        }
         if (rank == 0) {
-            scfm_train_progress p = {0};
             p.step = step + 1;
             p.steps = tc->steps;
             p.loss = global_targets > 0 ? sums[0] / (double)global_targets : 0.0;
@@ -442,6 +599,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
 out_pending:
     free(pending);
 out:
+    validation_free(&val);
     release(&r);
     return st;
 }
