@@ -17,6 +17,8 @@ static const command commands[] = {
     {"vocab", scfm_cmd_vocab, "INPUT... -o VOCAB_DIR   gene vocabulary and medians (mpirun)"},
     {"tokenize", scfm_cmd_tokenize, "--mode rank|bin --vocab DIR INPUT... -o SHARD_DIR   token shards (mpirun)"},
     {"train", scfm_cmd_train, "CONFIG [--set section.key=value]... [--resume]   masked-gene pretraining (mpirun)"},
+    {"export", scfm_cmd_export, "CHECKPOINT --format hf -o DIR   a Hugging Face BertForMaskedLM directory"},
+    {"import", scfm_cmd_import, "HF_DIR -o CHECKPOINT   a Hugging Face BERT as a checkpoint to fine-tune from"},
     {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},
 };
 
