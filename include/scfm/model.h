@@ -127,6 +127,38 @@ void scfm_model_add_embedding_rows(scfm_model *m, const int32_t *tokens, const f
 /* Final hidden states of the last forward, [n_tokens, hidden]. */
 const float *scfm_model_hidden(const scfm_model *m);
 
+/* ---- Hugging Face transformers format (src/model/hf.c; docs/export.md) ----
+ * A directory that transformers.BertForMaskedLM.from_pretrained loads:
+ * config.json, model.safetensors (F32, the names above plus a zero
+ * token_type_embeddings row, and zero position embeddings when the model has
+ * none), and with a vocabulary token_dictionary.json, gene_median_dictionary.json,
+ * gene_name_id_dict.json (Geneformer's dictionaries, as JSON) and vocab.tsv. */
+
+/* Writes m (and v's dictionaries unless v is NULL) to dir, built as dir.tmp
+ * and renamed; an existing dir is an error (SCFM_ERR_ARG) unless force.
+ * Pre-LN models are refused (SCFM_ERR_ARG): BERT has no final LayerNorm. */
+scfm_status scfm_hf_export(const scfm_model *m, const scfm_vocab *v, const char *dir, int force, scfm_error *err);
+
+/* What scfm_hf_import changed or left out on the way in. */
+typedef struct {
+    scfm_dtype dtype;          /* of the weights file; F16 and BF16 are widened to F32 */
+    int pooler_dropped;        /* bert.pooler.* was there: scfm has no pooler */
+    int token_type_folded;     /* token_type_embeddings row 0 was non-zero and is now added into the
+                                  position embeddings (what BERT adds to every token) */
+    int token_type_rows_dropped; /* rows past the first, unreachable with one segment */
+    int vocab_from_tsv;        /* the vocabulary came from vocab.tsv (exact), not the JSON dictionaries */
+    int tokens_reordered;      /* the dictionary's order differs from scfm's: embedding rows permuted */
+} scfm_hf_import_notes;
+
+/* Reads a BertForMaskedLM directory: config.json (model_type "bert", the
+ * sizes, activation gelu or relu, absolute positions), model.safetensors
+ * (F32, F16 or BF16) and, when token_dictionary.json is there, the
+ * vocabulary (*vocab, else NULL). Sizes must fit scfm's configuration and
+ * agree with every tensor; errors (SCFM_ERR_FORMAT) name the file and the
+ * key or tensor. */
+scfm_status scfm_hf_import(const char *dir, scfm_model **model, scfm_vocab **vocab, scfm_hf_import_notes *notes,
+                           scfm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,5 +53,7 @@ int scfm_cmd_vocab(int argc, char **argv);
 int scfm_cmd_tokenize(int argc, char **argv);
 int scfm_cmd_embed(int argc, char **argv);
 int scfm_cmd_predict(int argc, char **argv);
+int scfm_cmd_export(int argc, char **argv);
+int scfm_cmd_import(int argc, char **argv);
 
 #endif

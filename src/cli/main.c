@@ -20,6 +20,8 @@ static const command commands[] = {
     {"finetune", scfm_cmd_finetune, "CONFIG --from CHECKPOINT [--label COLUMN]   cell classification (mpirun)"},
     {"embed", scfm_cmd_embed, "CHECKPOINT IN.h5ad -o OUT.h5ad [--pool mean|cls] [--layer K]   cell embeddings into obsm (mpirun)"},
     {"predict", scfm_cmd_predict, "CHECKPOINT IN.h5ad -o OUT.h5ad   labels of a fine-tuned model into obs (mpirun)"},
+    {"export", scfm_cmd_export, "CHECKPOINT --format hf -o DIR   a Hugging Face BertForMaskedLM directory"},
+    {"import", scfm_cmd_import, "HF_DIR -o CHECKPOINT   a Hugging Face BERT as a checkpoint to fine-tune from"},
     {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},
 };
 

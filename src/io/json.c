@@ -1,6 +1,8 @@
 #include "io/json.h"
 
+#include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,3 +314,83 @@ void scfm_strbuf_free(scfm_strbuf *b) {
     b->len = b->cap = 0;
     b->failed = 0;
 }
+
+int scfm_json_number(scfm_json *j, double *out) {
+    int c = scfm_json_peek(j);
+    const char *start = j->p, *q = j->p;
+    if (c == '-') q++;
+    /* RFC 8259: int (no leading zero), optional fraction, optional exponent;
+     * strtod alone would also take "inf", hex and a leading '+'. */
+    if (q >= j->end || *q < '0' || *q > '9') {
+        char buf[16];
+        return fail(j, "expected a number, found %s", describe(j, buf));
+    }
+    if (*q == '0' && q + 1 < j->end && q[1] >= '0' && q[1] <= '9') return fail(j, "number with a leading zero");
+    while (q < j->end && *q >= '0' && *q <= '9') q++;
+    if (q < j->end && *q == '.') {
+        if (++q >= j->end || *q < '0' || *q > '9') return fail(j, "a fraction needs digits");
+        while (q < j->end && *q >= '0' && *q <= '9') q++;
+    }
+    if (q < j->end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < j->end && (*q == '+' || *q == '-')) q++;
+        if (q >= j->end || *q < '0' || *q > '9') return fail(j, "an exponent needs digits");
+        while (q < j->end && *q >= '0' && *q <= '9') q++;
+    }
+    char buf[64];
+    if (q - start >= (ptrdiff_t)sizeof buf) return fail(j, "number too long");
+    memcpy(buf, start, (size_t)(q - start));
+    buf[q - start] = '\0';
+    double v = strtod(buf, NULL);
+    if (!isfinite(v)) return fail(j, "number out of range");
+    j->p = q;
+    *out = v;
+    return 1;
+}
+
+static int literal(scfm_json *j, const char *word) {
+    size_t n = strlen(word);
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0) return 0;
+    j->p += n;
+    return 1;
+}
+
+int scfm_json_bool(scfm_json *j, int *out) {
+    scfm_json_peek(j);
+    if (literal(j, "true")) return *out = 1, 1;
+    if (literal(j, "false")) return *out = 0, 1;
+    char buf[16];
+    return fail(j, "expected true or false, found %s", describe(j, buf));
+}
+
+static int skip_value(scfm_json *j, int depth) {
+    if (depth > 64) return fail(j, "nested too deeply");
+    int c = scfm_json_peek(j);
+    if (c == '"') {
+        char *s;
+        if (!scfm_json_string(j, &s)) return 0;
+        free(s);
+        return 1;
+    }
+    if (c == '{' || c == '[') {
+        char closing = c == '{' ? '}' : ']';
+        j->p++;
+        if (scfm_json_peek(j) == closing) return j->p++, 1;
+        int more;
+        do {
+            if (c == '{') {
+                char *key;
+                if (!scfm_json_string(j, &key)) return 0;
+                free(key);
+                if (!scfm_json_expect(j, ':')) return 0;
+            }
+            if (!skip_value(j, depth + 1)) return 0;
+        } while ((more = scfm_json_next(j, closing)) == 1);
+        return more == 0;
+    }
+    if (literal(j, "true") || literal(j, "false") || literal(j, "null")) return 1;
+    double ignored;
+    return scfm_json_number(j, &ignored);
+}
+
+int scfm_json_skip(scfm_json *j) { return skip_value(j, 0); }

@@ -1,6 +1,8 @@
-/* Just enough JSON for the safetensors header: a strict cursor-style reader
- * (RFC 8259 strings and non-negative integers; the caller walks the
- * structure) and a growable text buffer with string escaping for writing. */
+/* Just enough JSON for the safetensors header and the Hugging Face files of
+ * `scfm export`/`import`: a strict cursor-style reader (RFC 8259 strings,
+ * numbers and literals; the caller walks the structure and skips what it
+ * does not read) and a growable text buffer with string escaping for
+ * writing. */
 #ifndef SCFM_IO_JSON_H
 #define SCFM_IO_JSON_H
 
@@ -31,6 +33,13 @@ SCFM_JSON_PRIVATE int scfm_json_next(scfm_json *j, char closing);
 SCFM_JSON_PRIVATE int scfm_json_string(scfm_json *j, char **out);
 /* A non-negative integer without fraction or exponent, at most INT64_MAX. */
 SCFM_JSON_PRIVATE int scfm_json_uint(scfm_json *j, int64_t *out);
+/* Any RFC 8259 number (sign, fraction, exponent), finite as a double. */
+SCFM_JSON_PRIVATE int scfm_json_number(scfm_json *j, double *out);
+/* true or false. */
+SCFM_JSON_PRIVATE int scfm_json_bool(scfm_json *j, int *out);
+/* Consumes one value of any kind, checking its syntax (nesting at most 64
+ * deep). */
+SCFM_JSON_PRIVATE int scfm_json_skip(scfm_json *j);
 
 typedef struct {
     char *data;  /* NUL-terminated while no append failed */
