@@ -798,6 +798,7 @@ scfm_status scfm_hf_import(const char *dir, scfm_model **model, scfm_vocab **voc
     if (st == SCFM_OK) st = check_fits(config_path, &c.mc, err);
     int32_t *perm = NULL;
     if (st == SCFM_OK) st = read_vocab(dir, c.mc.vocab_size, vocab, &perm, notes, err);
+    if (st == SCFM_OK && *vocab) c.mc.special_tokens = (*vocab)->n_special;
     scfm_model *m = NULL;
     scfm_safetensors *f = NULL;
     if (st == SCFM_OK) st = scfm_model_create(&c.mc, &m, err);
