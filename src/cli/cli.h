@@ -50,5 +50,6 @@ int scfm_cmd_plot(int argc, char **argv);
 int scfm_cmd_simulate(int argc, char **argv);
 int scfm_cmd_vocab(int argc, char **argv);
 int scfm_cmd_tokenize(int argc, char **argv);
+int scfm_cmd_eval(int argc, char **argv);
 
 #endif

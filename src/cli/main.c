@@ -17,6 +17,7 @@ static const command commands[] = {
     {"vocab", scfm_cmd_vocab, "INPUT... -o VOCAB_DIR   gene vocabulary and medians (mpirun)"},
     {"tokenize", scfm_cmd_tokenize, "--mode rank|bin --vocab DIR INPUT... -o SHARD_DIR   token shards (mpirun)"},
     {"train", scfm_cmd_train, "CONFIG [--set section.key=value]... [--resume]   masked-gene pretraining (mpirun)"},
+    {"eval", scfm_cmd_eval, "INPUT.h5ad --label COLUMN -o REPORT_DIR [--batch COLUMN]   embedding vs PCA metrics"},
     {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},
 };
 
