@@ -76,8 +76,8 @@ scfm_status scfm_eval_embedding(const float *x, int64_t n, int dim, const int32_
 typedef struct {
     int n_hvg;          /* 2000 */
     int n_components;   /* 50, capped at min(cells - 1, genes kept) */
-    int oversample;     /* extra sketch columns (10) */
-    int power_iter;     /* power iterations, each re-orthonormalised by QR (7) */
+    int oversample;     /* extra sketch columns (50: the tail of a flat noise spectrum needs them) */
+    int power_iter;     /* power iterations, each re-orthonormalised by QR (10) */
     uint64_t seed;      /* the Gaussian sketch */
 } scfm_pca_options;
 

@@ -25,7 +25,7 @@ void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const 
              const int *lwork, int *iwork, const int *liwork, int *info, size_t jobz_len, size_t uplo_len);
 
 void scfm_pca_defaults(scfm_pca_options *o) {
-    *o = (scfm_pca_options){.n_hvg = 2000, .n_components = 50, .oversample = 10, .power_iter = 7, .seed = 0};
+    *o = (scfm_pca_options){.n_hvg = 2000, .n_components = 50, .oversample = 50, .power_iter = 10, .seed = 0};
 }
 
 void scfm_pca_free(scfm_pca *p) {
