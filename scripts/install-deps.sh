@@ -2,8 +2,9 @@
 # Installs what scfm needs to build and test on Debian 12, only what is
 # missing (idempotent; run as root). scfm never runs Python; the tests use it
 # as a reference and a real client: anndata (with numpy, scipy, h5py) and
-# scikit-learn (the reference of scfm eval's metrics) from PyPI, cached by pip. The PyTorch references are committed fixtures
-# (tests/reference/README.md), so torch is not installed here.
+# scikit-learn (the reference of scfm eval's metrics) from PyPI, cached by
+# pip. The PyTorch references are committed fixtures (tests/reference/README.md),
+# so torch is not installed here.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libopenblas-dev
           libopenblas-openmp-dev libhdf5-openmpi-dev libconfig-dev libcunit1-dev gnuplot-nox zlib1g-dev)
