@@ -45,13 +45,11 @@ static scfm_status open_dataset(scfm_obsm *o, scfm_error *err) {
     o->dataset = H5Dopen2(o->file, o->name, H5P_DEFAULT);
     if (o->dataset < 0) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot open %s", o->path, o->name);
     hid_t type = H5Dget_type(o->dataset), space = H5Dget_space(o->dataset);
-    H5T_class_t cls = H5Tget_class(type);
-    hsize_t dims[2] = {0, 0};
-    int nd = H5Sget_simple_extent_ndims(space);
-    if (nd == 2) H5Sget_simple_extent_dims(space, dims, NULL);
+    hsize_t dims[H5S_MAX_RANK];
+    int is_float = H5Tget_class(type) == H5T_FLOAT, rank = H5Sget_simple_extent_dims(space, dims, NULL);
     H5Sclose(space);
     H5Tclose(type);
-    if (nd != 2 || cls != H5T_FLOAT)
+    if (rank != 2 || !is_float)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s must be a 2-D float32 or float64 dataset", o->path, o->name);
     if (dims[1] < 1 || dims[1] > (1u << 20))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s has %llu columns; expected 1 to %u", o->path, o->name,
