@@ -36,7 +36,8 @@ void scfm_eval_select(const int32_t *labels, const int32_t *batches, int64_t n, 
 
 /* Stratified folds: the cells of each label in a seeded random order are
  * dealt to folds 0, 1, ..., folds - 1, 0, ... (fold[n]). */
-void scfm_eval_folds(const int32_t *labels, int64_t n, int n_labels, int folds, uint64_t seed, int32_t *fold);
+scfm_status scfm_eval_folds(const int32_t *labels, int64_t n, int n_labels, int folds, uint64_t seed,
+                            int32_t *fold, scfm_error *err);
 
 /* Adjusted Rand index and normalized mutual information (arithmetic mean of
  * the entropies, natural log) of two partitions with codes in [0, ka) and

@@ -376,8 +376,8 @@ static scfm_status evaluate(eval_state *s, scfm_error *err) {
     scfm_eval_defaults(&o);
     o.k = (int)a->k;
     o.seed = a->seed;
-    scfm_eval_folds(s->labels, n, n_labels, o.folds, o.seed, s->fold);
-    st = read_embedding(s->obsm, s->cells, n, s->x, err);
+    st = scfm_eval_folds(s->labels, n, n_labels, o.folds, o.seed, s->fold, err);
+    if (st == SCFM_OK) st = read_embedding(s->obsm, s->cells, n, s->x, err);
     double start = scfm_now();
     scfm_eval_metrics emb, pca_metrics;
     if (st == SCFM_OK)

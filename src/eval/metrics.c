@@ -44,9 +44,11 @@ void scfm_eval_select(const int32_t *labels, const int32_t *batches, int64_t n, 
     *n_out = m;
 }
 
-void scfm_eval_folds(const int32_t *labels, int64_t n, int n_labels, int folds, uint64_t seed, int32_t *fold) {
+scfm_status scfm_eval_folds(const int32_t *labels, int64_t n, int n_labels, int folds, uint64_t seed,
+                            int32_t *fold, scfm_error *err) {
     int64_t *members = malloc(sizeof *members * (size_t)(n ? n : 1));
-    for (int l = 0; l < n_labels && members; l++) {
+    if (!members) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for the folds of %lld cells", (long long)n);
+    for (int l = 0; l < n_labels; l++) {
         int64_t m = 0;
         for (int64_t i = 0; i < n; i++)
             if (labels[i] == l) members[m++] = i;
@@ -59,10 +61,8 @@ void scfm_eval_folds(const int32_t *labels, int64_t n, int n_labels, int folds, 
         }
         for (int64_t r = 0; r < m; r++) fold[members[r]] = (int32_t)(r % folds);
     }
-    /* without scratch memory, the cells are dealt in file order instead */
-    if (!members)
-        for (int64_t i = 0; i < n; i++) fold[i] = (int32_t)(i % folds);
     free(members);
+    return SCFM_OK;
 }
 
 /* ---- partition agreement ---- */

@@ -140,7 +140,8 @@ static void test_select_and_folds(void) {
     CU_ASSERT(differ > 0);
 
     for (int i = 0; i < N; i++) labels[i] = i % 3;
-    scfm_eval_folds(labels, N, 3, 5, 0, fold);
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL(scfm_eval_folds(labels, N, 3, 5, 0, fold, &err), SCFM_OK);
     for (int l = 0; l < 3; l++) {
         int per_fold[5] = {0};
         for (int i = 0; i < N; i++)
