@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what scfm needs to build and test on Debian 12, only what is
 # missing (idempotent; run as root). scfm never runs Python; the tests use it
-# as a reference and a real client: anndata (with numpy, scipy, h5py) from
-# PyPI, cached by pip. The PyTorch references are committed fixtures
-# (tests/reference/README.md), so torch is not installed here.
+# as a reference and a real client: anndata (with numpy, scipy, h5py) and
+# scikit-learn (the reference of scfm eval's metrics) from PyPI, cached by
+# pip. The PyTorch references are committed fixtures (tests/reference/README.md),
+# so torch is not installed here.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libopenblas-dev
           libopenblas-openmp-dev libhdf5-openmpi-dev libconfig-dev libcunit1-dev gnuplot-nox zlib1g-dev)
@@ -21,9 +22,9 @@ else
 fi
 
 if command -v python3 >/dev/null; then
-    if ! python3 -c 'import anndata, numpy, scipy, h5py' 2>/dev/null; then
-        echo "install-deps: pip install anndata (test reference)"
-        python3 -m pip install --quiet --disable-pip-version-check anndata numpy scipy h5py
+    if ! python3 -c 'import anndata, numpy, scipy, h5py, sklearn' 2>/dev/null; then
+        echo "install-deps: pip install anndata, scikit-learn (test references)"
+        python3 -m pip install --quiet --disable-pip-version-check anndata numpy scipy h5py scikit-learn
     fi
 else
     echo "install-deps: no python3; the tests that compare with anndata/numpy will be skipped"

@@ -164,6 +164,21 @@ scfm_status scfm_matrix_obs_categories(scfm_matrix *m, const char *column, int *
 scfm_status scfm_matrix_obs_codes(scfm_matrix *m, const char *column, int64_t first, int64_t n,
                                   int32_t *codes, scfm_error *err);
 
+/* ---- obsm arrays of an AnnData .h5ad (src/io/h5ad_obsm.c) ----
+ * obsm/<name>, a 2-D float32 or float64 dataset [cells, dim] (an embedding),
+ * read in chunks of rows as float32. A missing name is SCFM_ERR_FORMAT with
+ * the obsm keys the file has in the message; so is an obsm entry that is not
+ * a 2-D float dataset (a dataframe, a sparse matrix) or a value that is not
+ * finite (the message names the row and column). */
+typedef struct scfm_obsm scfm_obsm;
+
+scfm_status scfm_obsm_open(const char *path, const char *name, scfm_obsm **out, scfm_error *err);
+void scfm_obsm_close(scfm_obsm *o);
+int64_t scfm_obsm_rows(const scfm_obsm *o);
+int scfm_obsm_dim(const scfm_obsm *o);
+/* Rows [first, first + n) into rows[n * dim], row-major. */
+scfm_status scfm_obsm_read(scfm_obsm *o, int64_t first, int64_t n, float *rows, scfm_error *err);
+
 /* ---- writing AnnData .h5ad (src/io/h5ad_write.c) ----
  * Streams a file that anndata (>= 0.8) reads: X as CSR (float32 data;
  * indices and indptr int32 when cells x genes < 2^31, else both int64, as

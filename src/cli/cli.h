@@ -55,5 +55,6 @@ int scfm_cmd_embed(int argc, char **argv);
 int scfm_cmd_predict(int argc, char **argv);
 int scfm_cmd_export(int argc, char **argv);
 int scfm_cmd_import(int argc, char **argv);
+int scfm_cmd_eval(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"predict", scfm_cmd_predict, "CHECKPOINT IN.h5ad -o OUT.h5ad   labels of a fine-tuned model into obs (mpirun)"},
     {"export", scfm_cmd_export, "CHECKPOINT --format hf -o DIR   a Hugging Face BertForMaskedLM directory"},
     {"import", scfm_cmd_import, "HF_DIR -o CHECKPOINT   a Hugging Face BERT as a checkpoint to fine-tune from"},
+    {"eval", scfm_cmd_eval, "INPUT.h5ad --label COLUMN -o REPORT_DIR [--batch COLUMN]   embedding vs PCA metrics"},
     {"plot", scfm_cmd_plot, "RUN_DIR... -o OUT.png [--sweep]   learning curves, or a scaling-law plot"},
 };
 
