@@ -169,6 +169,10 @@ static scfm_status write_weights(const scfm_model *m, const char *dir, scfm_erro
     int n = 0;
     for (int i = 0; i < n_model; i++) {
         const scfm_tensor_info *ti = scfm_model_tensor(m, i);
+        /* A fine-tuned classification head reads scfm's pooled embedding,
+         * which no transformers class computes: the encoder and its MLM head
+         * are what BertForMaskedLM holds. */
+        if (!strncmp(ti->name, "classifier.", 11)) continue;
         t[n++] = (scfm_st_tensor){ti->name, SCFM_DTYPE_F32, ti->ndim, {ti->shape[0], ti->shape[1]},
                                   params + ti->offset};
         if (strcmp(ti->name, WORD_EMB) != 0) continue;
