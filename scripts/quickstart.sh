@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quick start: installs what is missing, builds scfm, then runs the main
 # pipeline on the built-in synthetic atlas: simulate -> vocab -> tokenize ->
-# train (configs/tiny.cfg), printing the loss as it falls.
+# train (configs/tiny.cfg), printing the loss as it falls -> embed every cell
+# -> eval, printing the model's embedding against a PCA baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -20,4 +21,9 @@ echo "== scfm tokenize --mode rank (2 MPI ranks): Geneformer rank-value tokens, 
 "${mpirun[@]}" ./build/scfm tokenize --mode rank --vocab $out/vocab $out/atlas.h5ad -o $out/shards --max-length 256 --force
 echo "== scfm train configs/tiny.cfg: 300 steps of masked-gene prediction"
 ./build/scfm train configs/tiny.cfg
-echo "== outputs: $out/ (atlas, vocabulary, shards), checkpoints/tiny/ (metrics.jsonl, config.cfg, step_0000300/)"
+echo "== scfm embed (2 MPI ranks): every cell's mean-pooled embedding into obsm['X_scfm']"
+"${mpirun[@]}" ./build/scfm embed checkpoints/tiny $out/atlas.h5ad -o $out/embedded.h5ad --force
+echo "== scfm eval: the embedding against PCA of the counts (kNN accuracy, clusters, silhouette, batch mixing)"
+./build/scfm eval $out/embedded.h5ad --label cell_type --batch batch -o $out/report --force
+echo "== outputs: $out/ (atlas, vocabulary, shards, embedded.h5ad, report/report.json and report.png),"
+echo "   checkpoints/tiny/ (metrics.jsonl, config.cfg, step_0000300/)"
