@@ -57,8 +57,12 @@ if python3 -c 'import anndata' 2>/dev/null; then
 import anndata as ad
 a = ad.read_h5ad("atlas.h5ad")[:50].copy()
 a.var_names = ["MOUSE%d" % i if i % 4 else a.var_names[i] for i in range(a.n_vars)]
-a.write_h5ad("other.h5ad")'
+a.write_h5ad("other.h5ad")
+b = ad.read_h5ad("atlas.h5ad")[:50].copy()
+b.X = b.X.astype("float32") * 0.37
+b.write_h5ad("normalised.h5ad")'
     expect_fail 1 "only 75 of its 300 genes" "$scfm" embed ck/tiny other.h5ad -o x.h5ad --quiet
+    expect_fail 1 "is not an integer count" "$scfm" embed ck/tiny normalised.h5ad -o x.h5ad --quiet
 fi
 "$scfm" train "$src/configs/tiny.cfg" --set data.shards=shards --set data.vocab= --set checkpoint.dir=novocab \
     --set model.max_len=64 --set train.steps=2 --set train.warmup_steps=0 --quiet
