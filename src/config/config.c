@@ -106,7 +106,7 @@ static const key_desc keys[] = {
     INT("model", "num_labels", model.num_labels, 0, 0, 1000000, 0,
         "classes of the classification head on the cell embedding (`classifier.*`); 0: none; "
         "`scfm finetune` sets it from the label column"),
-    INT("model", "value_bins", model.value_bins, 0, 2, 255, F_ZERO_OK,
+    INT("model", "value_bins", model.value_bins, 0, 2, 256, F_ZERO_OK,
         "expression-value bins B of the value input `bert.embeddings.value_embeddings.weight` [B+1, hidden] (row B: "
         "masked); 0: no value input, or the `bin` shards' bins when objective.value or objective.mvc is on"),
     ENUM("model", "value_loss", scfm_value_loss, model.value_loss, SCFM_VALUE_CE, value_loss_names,

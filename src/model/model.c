@@ -231,7 +231,7 @@ scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, sc
     if (cfg->vocab_size < 3 || cfg->hidden < 1 || cfg->heads < 1 || cfg->hidden % cfg->heads ||
         cfg->layers < 1 || cfg->ffn < 1 || cfg->max_len < 1 || cfg->num_labels < 0 ||
         cfg->special_tokens < 0 || cfg->special_tokens >= cfg->vocab_size || cfg->value_bins < 0 ||
-        cfg->value_bins == 1 || cfg->value_bins > 255 || cfg->num_conditions < 0)
+        cfg->value_bins == 1 || cfg->value_bins > 256 || cfg->num_conditions < 0)
         return scfm_fail(err, SCFM_ERR_ARG,
                          "invalid model shape: vocab %d, hidden %d, heads %d, layers %d, ffn %d, "
                          "max_len %d, labels %d, special tokens %d, value bins %d, conditions %d",
