@@ -19,6 +19,7 @@ typedef enum { SCFM_NORM_POST = 0, SCFM_NORM_PRE = 1 } scfm_norm;
 typedef enum { SCFM_POS_LEARNED = 0, SCFM_POS_NONE = 1 } scfm_position;
 typedef enum { SCFM_SCHED_LINEAR = 0, SCFM_SCHED_COSINE = 1, SCFM_SCHED_CONSTANT = 2 } scfm_schedule;
 typedef enum { SCFM_POOL_MEAN = 0, SCFM_POOL_CLS = 1 } scfm_pool;
+typedef enum { SCFM_VALUE_CE = 0, SCFM_VALUE_MSE = 1 } scfm_value_loss;
 
 typedef struct {
     int vocab_size;          /* 0: taken from the token shards */
@@ -34,7 +35,23 @@ typedef struct {
     int special_tokens;      /* ids below it are special (never masked, left out of mean pooling); 0: from data.vocab */
     scfm_pool pool;          /* how a cell embedding is read off the encoder */
     int num_labels;          /* classes of the classification head; 0: none */
+    /* scGPT-style expression values (docs/objectives.md) */
+    int value_bins;          /* B: bins of the value input (embedding [B+1, C], row B = masked); 0: no values */
+    scfm_value_loss value_loss; /* value head: classification over the B bins, or regression of the bin */
+    char condition_column[256]; /* obs column of the shards whose code conditions every token; "": none */
+    int num_conditions;      /* rows of the condition embedding; 0: from the shards' categories */
+    int value_log1p;         /* the bins were made from log1p-normalised counts (set from the shards) */
 } scfm_model_config;
+
+/* How the losses of the heads combine: each term of an objective enters the
+ * loss times its weight (scfm_model_forward). */
+typedef struct {
+    double mlm;              /* masked gene tokens (Geneformer); 0 turns gene masking off */
+    double value;            /* masked expression values (scGPT's masked value prediction) */
+    double mvc;              /* each masked value from the cell embedding (scGPT's MVC/GEPC) */
+    double value_mask_prob;  /* fraction of gene tokens whose value is masked */
+    /* contrastive objective: its keys go here */
+} scfm_objective_config;
 
 typedef struct {
     char shards[SCFM_PATH_MAX];  /* directory of shard_*.h5 files */
@@ -81,6 +98,7 @@ typedef struct {
     scfm_train_config train;
     scfm_checkpoint_config checkpoint;
     scfm_finetune_config finetune;
+    scfm_objective_config objective;
 } scfm_config;
 
 /* Fills every key with its documented default. */

@@ -31,15 +31,26 @@ typedef struct {
     int n_targets;
     int32_t *target_index;  /* [n_targets] token index in the stream */
     int32_t *target_label;  /* [n_targets] the original token there */
+    /* Expression values (bin shards; docs/objectives.md): every token's bin
+     * as model input, value_bins (the model's B) where masked; 0 for cells
+     * added without values. */
+    int32_t *values;        /* [n_tokens] */
+    int32_t *conditions;    /* [n_cells] code of the condition column; -1: none (left out) */
+    int n_value_targets;
+    int32_t *value_index;   /* [n_value_targets] token index of each masked value */
+    int32_t *value_target;  /* [n_value_targets] its original bin */
     int cap_cells, cap_tokens;
 } scfm_batch;
 
 void scfm_batch_init(scfm_batch *b);
 void scfm_batch_free(scfm_batch *b);
 void scfm_batch_clear(scfm_batch *b);
-/* Appends one cell (its original tokens, label -1); grows storage as needed. */
+/* Appends one cell (its original tokens, label -1, condition -1, values 0);
+ * grows storage as needed. */
 scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *tokens, int length,
                                 scfm_error *err);
+/* Sets the values of the last cell added (length of its tokens). */
+void scfm_batch_set_values(scfm_batch *b, const uint8_t *values);
 
 typedef struct {
     double mask_prob;          /* fraction of non-special tokens selected */
@@ -53,6 +64,13 @@ typedef struct {
  * by (seed, epoch, cell id, position): the same cell gets the same mask in any
  * batch, on any rank. Fills target_index/target_label. */
 void scfm_batch_mask(scfm_batch *b, const scfm_mask_config *mc, uint64_t seed, uint32_t epoch);
+/* Masks the values of a fraction `prob` of the gene tokens (ids >=
+ * first_gene) of every cell: the input value becomes mask_bin and
+ * value_index/value_target record the original. Philox keyed like
+ * scfm_batch_mask on its own stream, so independent of the gene mask and of
+ * packing. */
+void scfm_batch_mask_values(scfm_batch *b, double prob, int first_gene, int32_t mask_bin, uint64_t seed,
+                            uint32_t epoch);
 
 /* A set of token shards: directory of shard_*.h5 (see docs/formats.md). The
  * accessors of format 2 (mode, vocabulary hash, cell ids, bin values) and the
@@ -99,6 +117,10 @@ typedef struct {
     const int32_t *labels;      /* NULL, or a class per cell of the shards: cells without one (-1) are
                                    skipped and every batch cell carries its label */
     double holdout_fraction;    /* cells held out for validation (scfm_holdout_cell) are skipped */
+    int value_bins;             /* > 0: bin shards' values go into the batches, value_mask_prob of them
+                                   masked to bin value_bins; 0: rank or bin shards, no values */
+    double value_mask_prob;
+    const int32_t *conditions;  /* NULL, or a condition code per cell of the shards (-1: none) */
 } scfm_loader_config;
 
 /* 1 when cell is among the `fraction` of the cells held out for validation:
@@ -333,6 +355,10 @@ void scfm_shard_abort(scfm_shard_writer *w);
 
 /* "rank" or "bin". */
 const char *scfm_shards_mode(const scfm_shards *s);
+/* Bin mode: the bins B (values in [0, B)) and how counts were binned, in
+ * words (the first shard's; 0 and "" in rank mode). */
+int scfm_shards_n_bins(const scfm_shards *s);
+const char *scfm_shards_normalisation(const scfm_shards *s);
 uint64_t scfm_shards_vocab_hash(const scfm_shards *s);
 /* The index of cell i in the concatenated inputs the shards were made from. */
 int64_t scfm_shards_cell_id(const scfm_shards *s, int64_t i);

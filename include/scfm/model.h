@@ -63,8 +63,15 @@ scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training,
                                uint64_t seed, uint32_t epoch, double *loss_sum,
                                scfm_error *err);
 
-/* The terms loss_sum adds up for b: its masked targets, plus its labelled
- * cells when the model has a classification head. */
+/* Weights of the objectives in scfm_model_forward's loss (docs/objectives.md):
+ * each MLM, value and MVC term enters times its weight; a weight of 0 skips
+ * that head. A new model weighs every head it has by 1. */
+void scfm_model_set_objective(scfm_model *m, const scfm_objective_config *o);
+
+/* The terms loss_sum adds up for b: its masked targets (MLM weight > 0),
+ * its labelled cells when the model has a classification head, and its
+ * masked values when a value or MVC weight is > 0 (MVC's term and the value
+ * head's at one masked value count once). */
 int scfm_model_loss_terms(const scfm_model *m, const scfm_batch *b);
 
 /* The encoder alone, for inference (no dropout, no heads): afterwards

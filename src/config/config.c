@@ -59,14 +59,16 @@ _Static_assert(sizeof(scfm_norm) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_position) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_schedule) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_pool) == sizeof(int), "enum width");
+_Static_assert(sizeof(scfm_value_loss) == sizeof(int), "enum width");
 
 static const char *const activation_names[] = {"gelu", "relu", NULL};
 static const char *const norm_names[] = {"post", "pre", NULL};
 static const char *const position_names[] = {"learned", "none", NULL};
 static const char *const schedule_names[] = {"linear", "cosine", "constant", NULL};
 static const char *const pool_names[] = {"mean", "cls", NULL};
+static const char *const value_loss_names[] = {"ce", "mse", NULL};
 
-static const char *const sections[] = {"data", "model", "train", "checkpoint", "finetune"};
+static const char *const sections[] = {"data", "model", "train", "checkpoint", "finetune", "objective"};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static const key_desc keys[] = {
@@ -104,6 +106,19 @@ static const key_desc keys[] = {
     INT("model", "num_labels", model.num_labels, 0, 0, 1000000, 0,
         "classes of the classification head on the cell embedding (`classifier.*`); 0: none; "
         "`scfm finetune` sets it from the label column"),
+    INT("model", "value_bins", model.value_bins, 0, 2, 256, F_ZERO_OK,
+        "expression-value bins B of the value input `bert.embeddings.value_embeddings.weight` [B+1, hidden] (row B: "
+        "masked); 0: no value input, or the `bin` shards' bins when objective.value or objective.mvc is on"),
+    ENUM("model", "value_loss", scfm_value_loss, model.value_loss, SCFM_VALUE_CE, value_loss_names,
+         "value head `cls.value`: cross-entropy over the B bins, or squared error of the bin as a number"),
+    STRING("model", "condition_column", model.condition_column, "", 0,
+           "categorical obs column of the shards (e.g. `batch`) whose learned embedding "
+           "`bert.embeddings.condition_embeddings.weight` is added to every token of a cell; empty: none"),
+    INT("model", "num_conditions", model.num_conditions, 0, 1, 1000000, F_ZERO_OK,
+        "rows of the condition embedding; 0: the column's categories in the shards"),
+    INT("model", "value_log1p", model.value_log1p, 0, 0, 1, 0,
+        "the value bins were made from log1p-normalised counts (`scfm tokenize --log1p`): set from the shards by "
+        "training, and `scfm embed` bins a value model's input the same way"),
 
     INT64("train", "steps", train.steps, 1000, 1, INT64_MAX, "optimizer steps"),
     INT64("train", "micro_batch_tokens", train.micro_batch_tokens, 8192, 1, INT64_MAX,
@@ -155,6 +170,16 @@ static const key_desc keys[] = {
         "`scfm finetune`: when > 0, the embeddings and this many first layers are not updated"),
     FLOAT("finetune", "validation_fraction", finetune.validation_fraction, 0.1, 0, 1, F_MAX_OPEN,
           "`scfm finetune`: fraction of the labelled cells held out for validation, drawn from train.seed"),
+
+    FLOAT("objective", "mlm", objective.mlm, 1, 0, 1000, 0,
+          "weight of the masked-gene loss (Geneformer); 0 masks no gene tokens"),
+    FLOAT("objective", "value", objective.value, 0, 0, 1000, 0,
+          "weight of the masked-value loss (scGPT): needs `bin` shards"),
+    FLOAT("objective", "mvc", objective.mvc, 0, 0, 1000, 0,
+          "weight of the masked values predicted from the cell embedding (scGPT's MVC): needs `bin` shards"),
+    FLOAT("objective", "value_mask_prob", objective.value_mask_prob, 0.4, 0, 1, F_MIN_OPEN | F_MAX_OPEN,
+          "fraction of gene tokens whose value is masked for objective.value and objective.mvc"),
+    /* contrastive objective keys */
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -466,6 +491,10 @@ static scfm_status check_cross_keys(const scfm_config *cfg, scfm_error *err) {
         return scfm_fail(err, SCFM_ERR_CONFIG,
                          "%strain.warmup_steps (%" PRId64 ") must be <= train.steps (%" PRId64 ")",
                          loc, t->warmup_steps, t->steps);
+    const scfm_objective_config *o = &cfg->objective;
+    if (o->mlm + o->value + o->mvc <= 0.0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.mlm, objective.value and objective.mvc are all 0: nothing "
+                         "to train", loc);
     if (cfg->finetune.freeze_layers > m->layers)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%sfinetune.freeze_layers (%d) must be <= model.layers (%d)", loc,
                          cfg->finetune.freeze_layers, m->layers);

@@ -13,6 +13,10 @@ void scfm_batch_free(scfm_batch *b) {
     free(b->labels);
     free(b->target_index);
     free(b->target_label);
+    free(b->values);
+    free(b->conditions);
+    free(b->value_index);
+    free(b->value_target);
     scfm_batch_init(b);
 }
 
@@ -20,6 +24,7 @@ void scfm_batch_clear(scfm_batch *b) {
     b->n_cells = 0;
     b->n_tokens = 0;
     b->n_targets = 0;
+    b->n_value_targets = 0;
 }
 
 static int next_capacity(int cap, int need) {
@@ -43,7 +48,7 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
     if (cells + 1 > b->cap_cells) {
         int cap = next_capacity(b->cap_cells, cells + 1);
         if (!resize(&b->cell_ids, sizeof(int64_t), cap) || !resize(&b->labels, sizeof(int32_t), cap) ||
-            !resize(&b->cell_offsets, sizeof(int32_t), cap))
+            !resize(&b->cell_offsets, sizeof(int32_t), cap) || !resize(&b->conditions, sizeof(int32_t), cap))
             return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d cells", cells);
         b->cap_cells = cap;
     }
@@ -51,18 +56,48 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
         int cap = next_capacity(b->cap_tokens, toks);
         if (!resize(&b->tokens, sizeof(int32_t), cap) ||
             !resize(&b->target_index, sizeof(int32_t), cap) ||
-            !resize(&b->target_label, sizeof(int32_t), cap))
+            !resize(&b->target_label, sizeof(int32_t), cap) || !resize(&b->values, sizeof(int32_t), cap) ||
+            !resize(&b->value_index, sizeof(int32_t), cap) || !resize(&b->value_target, sizeof(int32_t), cap))
             return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d tokens", toks);
         b->cap_tokens = cap;
     }
     if (b->n_cells == 0) b->cell_offsets[0] = 0;
     memcpy(b->tokens + b->n_tokens, tokens, sizeof(int32_t) * (size_t)length);
+    memset(b->values + b->n_tokens, 0, sizeof(int32_t) * (size_t)length);
     b->cell_ids[b->n_cells] = cell_id;
     b->labels[b->n_cells] = -1;
+    b->conditions[b->n_cells] = -1;
     b->n_cells = cells;
     b->n_tokens = toks;
     b->cell_offsets[cells] = toks;
     return SCFM_OK;
+}
+
+void scfm_batch_set_values(scfm_batch *b, const uint8_t *values) {
+    const int first = b->cell_offsets[b->n_cells - 1];
+    for (int t = first; t < b->n_tokens; t++) b->values[t] = values[t - first];
+}
+
+/* The four Philox words of a cell's token at `position` on `stream`. */
+static void token_draw(uint64_t seed, uint32_t epoch, uint32_t stream, int64_t id, int32_t position, uint32_t r[4]) {
+    uint32_t counter[4] = {(uint32_t)id, (uint32_t)((uint64_t)id >> 32), (uint32_t)position,
+                           stream << 24 | (epoch & 0xFFFFFFu)};
+    scfm_philox(seed, counter, r);
+}
+
+void scfm_batch_mask_values(scfm_batch *b, double prob, int first_gene, int32_t mask_bin, uint64_t seed,
+                            uint32_t epoch) {
+    b->n_value_targets = 0;
+    for (int c = 0; c < b->n_cells; c++)
+        for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++) {
+            if (b->tokens[t] < first_gene) continue;
+            uint32_t r[4];
+            token_draw(seed, epoch, SCFM_STREAM_VALUE_MASK, b->cell_ids[c], t - b->cell_offsets[c], r);
+            if (scfm_u01(r[0]) >= prob) continue;
+            b->value_index[b->n_value_targets] = t;
+            b->value_target[b->n_value_targets++] = b->values[t];
+            b->values[t] = mask_bin;
+        }
 }
 
 void scfm_batch_mask(scfm_batch *b, const scfm_mask_config *mc, uint64_t seed, uint32_t epoch) {
@@ -73,11 +108,8 @@ void scfm_batch_mask(scfm_batch *b, const scfm_mask_config *mc, uint64_t seed, u
         for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++) {
             int32_t tok = b->tokens[t];
             if (tok < mc->first_gene_token) continue;
-            int32_t position = t - b->cell_offsets[c];
-            uint32_t counter[4] = {(uint32_t)id, (uint32_t)((uint64_t)id >> 32), (uint32_t)position,
-                                   (uint32_t)SCFM_STREAM_MASK << 24 | (epoch & 0xFFFFFFu)};
             uint32_t r[4];
-            scfm_philox(seed, counter, r);
+            token_draw(seed, epoch, SCFM_STREAM_MASK, id, t - b->cell_offsets[c], r);
             if (scfm_u01(r[0]) >= mc->mask_prob) continue;
             b->target_index[b->n_targets] = t;
             b->target_label[b->n_targets] = tok;

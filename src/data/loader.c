@@ -97,6 +97,9 @@ struct scfm_loader {
  * once the loader is closing. */
 static slot *publish(scfm_loader *l, slot *s, scfm_loader_position after, int *tail) {
     scfm_batch_mask(&s->batch, &l->cfg.mask, l->cfg.seed, s->epoch);
+    if (l->cfg.value_bins > 0)
+        scfm_batch_mask_values(&s->batch, l->cfg.value_mask_prob, l->cfg.mask.first_gene_token, l->cfg.value_bins,
+                               l->cfg.seed, s->epoch);
     s->after = after;
     pthread_mutex_lock(&l->lock);
     l->count++;
@@ -122,6 +125,9 @@ static scfm_status check_shards(scfm_loader *l, const scfm_shards *shards, scfm_
     if (l->start.offset >= n)
         return scfm_fail(err, SCFM_ERR_ARG, "%s: loader position %lld is past the %lld cells", l->dir,
                          (long long)l->start.offset, (long long)n);
+    if (c->value_bins > 0 && strcmp(scfm_shards_mode(shards), "bin") != 0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: a value objective needs shards of `scfm tokenize --mode bin`, "
+                         "these are in %s mode", l->dir, scfm_shards_mode(shards));
     if (c->mask.vocab_size == 0) l->cfg.mask.vocab_size = scfm_shards_vocab_size(shards);
     l->n_cells = n;
     l->vocab_size = scfm_shards_vocab_size(shards);
@@ -152,6 +158,13 @@ static scfm_status stream(scfm_loader *l, scfm_shards *shards, scfm_error *err) 
         if (length > 0 && (st = scfm_batch_add_cell(&s->batch, id, tokens, length, err)) != SCFM_OK)
             return st;
         if (length > 0 && c->labels) s->batch.labels[s->batch.n_cells - 1] = c->labels[id];
+        if (length > 0 && c->conditions) s->batch.conditions[s->batch.n_cells - 1] = c->conditions[id];
+        if (length > 0 && c->value_bins > 0) {
+            const uint8_t *values;
+            int n_values;
+            if ((st = scfm_shards_cell_values(shards, id, &values, &n_values, err)) != SCFM_OK) return st;
+            scfm_batch_set_values(&s->batch, values);
+        }
         at.offset += c->world;
         if (at.offset >= l->n_cells) {
             at.epoch++;

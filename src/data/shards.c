@@ -26,6 +26,8 @@ typedef struct {
     int64_t vocab_size, n_shards, shard_index;
     uint64_t vocab_hash;
     char mode[16];
+    int64_t n_bins;       /* bin mode */
+    char normalisation[512];
 } shard_attrs;
 
 struct scfm_shards {
@@ -36,6 +38,8 @@ struct scfm_shards {
     int vocab_size, max_length;
     uint64_t vocab_hash;
     char mode[16];
+    int n_bins;
+    char normalisation[512];
     int32_t *buffer;
     uint8_t *value_buffer;
     int buffer_cap, value_buffer_cap;
@@ -119,6 +123,10 @@ static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
         if (s->offsets[i + 1] < s->offsets[i])
             return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' decrease at cell %lld", s->path, (long long)i);
     if (!strcmp(a->mode, "bin")) {
+        if (!read_int_attr(s->file, "n_bins", &a->n_bins) || a->n_bins < 2 || a->n_bins > 256 ||
+            !scfm_h5_attr_string(s->file, ".", "normalisation", a->normalisation, sizeof a->normalisation))
+            return scfm_fail(err, SCFM_ERR_FORMAT, "%s: bin mode needs attributes 'n_bins' (2 to 256) and "
+                             "'normalisation'", s->path);
         if ((s->values = open_uncached(s->file, "values")) < 0 || scfm_h5_dataset_length(s->values) != n_tok)
             return scfm_fail(err, SCFM_ERR_FORMAT, "%s: bin mode needs dataset 'values' with one value per token",
                              s->path);
@@ -137,6 +145,8 @@ static scfm_status check_set(scfm_shards *s, int i, const shard_attrs *a, scfm_e
         s->vocab_size = (int)a->vocab_size;
         s->vocab_hash = a->vocab_hash;
         snprintf(s->mode, sizeof s->mode, "%s", a->mode);
+        s->n_bins = (int)a->n_bins;
+        snprintf(s->normalisation, sizeof s->normalisation, "%s", a->normalisation);
     }
     if (a->vocab_hash != s->vocab_hash || a->vocab_size != s->vocab_size)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: made with vocabulary %016llx (%lld tokens), but %s with %016llx "
@@ -225,6 +235,8 @@ int64_t scfm_shards_num_tokens(const scfm_shards *s) { return s->n_tokens; }
 int scfm_shards_vocab_size(const scfm_shards *s) { return s->vocab_size; }
 int scfm_shards_max_length(const scfm_shards *s) { return s->max_length; }
 const char *scfm_shards_mode(const scfm_shards *s) { return s->mode; }
+int scfm_shards_n_bins(const scfm_shards *s) { return s->n_bins; }
+const char *scfm_shards_normalisation(const scfm_shards *s) { return s->normalisation; }
 uint64_t scfm_shards_vocab_hash(const scfm_shards *s) { return s->vocab_hash; }
 
 /* The shard that holds global cell i (0 <= i < n_cells): the last one that

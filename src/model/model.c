@@ -7,6 +7,10 @@
  *   pre-LN only: ln_fin{w,b}[C]
  *   head: w_t[C,C] b_t[C] ln_t{w,b}[C] head_bias[V] (decoder tied to wte)
  *   num_labels K > 0 only: w_cls[K,C] b_cls[K] on the pooled cell embedding
+ *   value_bins B > 0 only (docs/objectives.md): wve[B+1,C] after ln_e, the
+ *   value head w_val[O,C] b_val[O] (O = B for "ce", 1 for "mse") and the MVC
+ *   head w_q[C,C] b_q[C] w_mvc[C,C] after the classifier
+ *   num_conditions > 0 only: wce[NC,C] after wve
  * ln_a / ln_f are `attention.output.LayerNorm` / `output.LayerNorm`: after
  * the residual in post-LN (BERT), before attention / the FFN in pre-LN.
  *
@@ -33,6 +37,8 @@ typedef struct {
     float *ln_fin_w, *ln_fin_b;
     float *w_t, *b_t, *ln_t_w, *ln_t_b, *head_bias;
     float *w_cls, *b_cls;
+    float *wve, *wce;                     /* value bins, conditions */
+    float *w_val, *b_val, *w_q, *b_q, *w_mvc; /* value and MVC heads */
 } weights;
 
 /* Activations of one layer for T tokens (see the forward passes). */
@@ -51,6 +57,8 @@ struct scfm_model {
     scfm_model_config cfg;
     int V, C, F, P, NL, NH, K;
     int first_gene;          /* tokens below it are special */
+    int B, O, NC;            /* value bins, value head outputs, conditions */
+    double w_mlm, w_value, w_mvc; /* objective weights */
     size_t n_params;
     float *params, *grads;
     weights w, g;
@@ -77,6 +85,11 @@ struct scfm_model {
     float *pooled, *cls_in, *cls_logits;                /* [n,C] [n_lab,C] [n_lab,K] classifier */
     int32_t *cls_cell, *cls_label;                      /* [n_lab] */
     int n_labelled;
+    int32_t *token_cond;                                /* [T] condition code of each token's cell */
+    float *v_in, *v_out, *dv_in;                        /* [Nv,C] [Nv,O] [Nv,C] value head */
+    float *mvc_e, *mvc_q1, *mvc_q, *mvc_wq, *mvc_pred;  /* [Nv,C] x4, [Nv] MVC */
+    float *mvc_cell, *mvc_dcell;                        /* [n,C] */
+    int32_t *mvc_cell_of;                               /* [Nv] cell of each masked value */
     float *dres, *dtmp1, *dtmp2, *dqkv, *dff1, *dff2;   /* backward scratch */
     float *attn_scratch;
     int threads;
@@ -131,6 +144,35 @@ static float *place_qkv(layout_walk *lw, const char *prefix, const char *suffix,
     return first;
 }
 
+/* The value and condition embeddings sit with the other embeddings, so the
+ * fine-tuning freeze and the gradient buckets treat them alike. */
+static void place_value_embeddings(layout_walk *lw, weights *v) {
+    const scfm_model *m = lw->m;
+    v->wve = m->B > 0 ? place(lw, "bert.embeddings.value_embeddings.weight", m->B + 1, m->C, 1) : NULL;
+    v->wce = m->NC > 0 ? place(lw, "bert.embeddings.condition_embeddings.weight", m->NC, m->C, 1) : NULL;
+}
+
+static void place_value_heads(layout_walk *lw, weights *v) {
+    const scfm_model *m = lw->m;
+    const int C = m->C;
+    if (m->B == 0) {
+        v->w_val = v->b_val = v->w_q = v->b_q = v->w_mvc = NULL;
+        return;
+    }
+    v->w_val = place(lw, "cls.value.weight", m->O, C, 1);
+    v->b_val = place(lw, "cls.value.bias", m->O, 0, 0);
+    v->w_q = place(lw, "cls.mvc.gene2query.weight", C, C, 1);
+    v->b_q = place(lw, "cls.mvc.gene2query.bias", C, 0, 0);
+    v->w_mvc = place(lw, "cls.mvc.W.weight", C, C, 1);
+}
+
+/* The value fields of the model's shape, from its configuration. */
+static void set_value_shape(scfm_model *m, const scfm_model_config *cfg) {
+    m->B = cfg->value_bins;
+    m->O = cfg->value_loss == SCFM_VALUE_MSE ? 1 : cfg->value_bins;
+    m->NC = cfg->num_conditions;
+}
+
 static size_t walk_layout(scfm_model *m, float *base, weights *views, int record) {
     layout_walk lw = {m, base, views, 0, record};
     const int V = m->V, C = m->C, F = m->F;
@@ -141,6 +183,7 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
                  : NULL;
     v->ln_e_w = place(&lw, "bert.embeddings.LayerNorm.weight", C, 0, 0);
     v->ln_e_b = place(&lw, "bert.embeddings.LayerNorm.bias", C, 0, 0);
+    place_value_embeddings(&lw, v);
     for (int l = 0; l < m->NL; l++) {
         if (record) m->layer_begin[l] = lw.offset;
         layer_weights *L = &v->layers[l];
@@ -179,6 +222,7 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
     } else {
         v->w_cls = v->b_cls = NULL;
     }
+    place_value_heads(&lw, v);
     return lw.offset;
 }
 
@@ -186,12 +230,13 @@ scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, sc
     *out = NULL;
     if (cfg->vocab_size < 3 || cfg->hidden < 1 || cfg->heads < 1 || cfg->hidden % cfg->heads ||
         cfg->layers < 1 || cfg->ffn < 1 || cfg->max_len < 1 || cfg->num_labels < 0 ||
-        cfg->special_tokens < 0 || cfg->special_tokens >= cfg->vocab_size)
+        cfg->special_tokens < 0 || cfg->special_tokens >= cfg->vocab_size || cfg->value_bins < 0 ||
+        cfg->value_bins == 1 || cfg->value_bins > 256 || cfg->num_conditions < 0)
         return scfm_fail(err, SCFM_ERR_ARG,
                          "invalid model shape: vocab %d, hidden %d, heads %d, layers %d, ffn %d, "
-                         "max_len %d, labels %d, special tokens %d",
+                         "max_len %d, labels %d, special tokens %d, value bins %d, conditions %d",
                          cfg->vocab_size, cfg->hidden, cfg->heads, cfg->layers, cfg->ffn, cfg->max_len,
-                         cfg->num_labels, cfg->special_tokens);
+                         cfg->num_labels, cfg->special_tokens, cfg->value_bins, cfg->num_conditions);
     scfm_model *m = calloc(1, sizeof *m);
     if (!m) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory creating the model");
     m->cfg = *cfg;
@@ -203,10 +248,12 @@ scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, sc
     m->NH = cfg->heads;
     m->K = cfg->num_labels;
     m->first_gene = cfg->special_tokens > 0 ? cfg->special_tokens : SCFM_TOKEN_MASK + 1;
+    set_value_shape(m, cfg);
+    m->w_mlm = m->w_value = m->w_mvc = 1.0;
     m->w.layers = calloc((size_t)m->NL, sizeof(layer_weights));
     m->g.layers = calloc((size_t)m->NL, sizeof(layer_weights));
     m->acts = calloc((size_t)m->NL, sizeof(layer_acts));
-    m->tensors = calloc((size_t)(16 * m->NL + 16), sizeof(scfm_tensor_info));
+    m->tensors = calloc((size_t)(16 * m->NL + 32), sizeof(scfm_tensor_info));
     m->layer_begin = calloc((size_t)m->NL + 1, sizeof(size_t));
     if (!m->w.layers || !m->g.layers || !m->acts || !m->tensors || !m->layer_begin) goto nomem;
     m->n_params = walk_layout(m, NULL, &m->w, 1);
@@ -231,6 +278,7 @@ size_t scfm_model_param_count(const scfm_model_config *cfg) {
     m.P = cfg->max_len;
     m.NL = cfg->layers;
     m.K = cfg->num_labels;
+    set_value_shape(&m, cfg);
     m.w.layers = calloc((size_t)m.NL, sizeof(layer_weights));
     if (!m.w.layers) return 0;
     size_t n = walk_layout(&m, NULL, &m.w, 0);
@@ -247,6 +295,8 @@ void scfm_model_free(scfm_model *m) {
     free(m->token_cell);
     free(m->cls_cell);
     free(m->cls_label);
+    free(m->token_cond);
+    free(m->mvc_cell_of);
     free(m->w.layers);
     free(m->g.layers);
     free(m->acts);
@@ -353,6 +403,18 @@ static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_
     TAKE(m->pooled, cells * C);
     TAKE(m->cls_in, K ? cells * C : 0);
     TAKE(m->cls_logits, cells * K);
+    /* value heads: up to a masked value per token */
+    const size_t VT = m->B > 0 ? T : 0, VC = m->B > 0 ? cells : 0;
+    TAKE(m->v_in, VT * C);
+    TAKE(m->v_out, VT * (size_t)m->O);
+    TAKE(m->dv_in, VT * C);
+    TAKE(m->mvc_e, VT * C);
+    TAKE(m->mvc_q1, VT * C);
+    TAKE(m->mvc_q, VT * C);
+    TAKE(m->mvc_wq, VT * C);
+    TAKE(m->mvc_pred, VT);
+    TAKE(m->mvc_cell, VC * C);
+    TAKE(m->mvc_dcell, VC * C);
     TAKE(m->dres, T * C);
     TAKE(m->dtmp1, T * C);
     TAKE(m->dtmp2, T * C);
@@ -379,6 +441,8 @@ static scfm_status reserve_activations(scfm_model *m, const scfm_batch *b, scfm_
     free(m->token_cell);
     free(m->cls_cell);
     free(m->cls_label);
+    free(m->token_cond);
+    free(m->mvc_cell_of);
     m->cap_T = m->cap_N = m->cap_cells = 0;
     m->cap_probs = 0;
     size_t floats = layout_arena(m, NULL, (size_t)T, (size_t)N, (size_t)cells, P);
@@ -387,7 +451,10 @@ static scfm_status reserve_activations(scfm_model *m, const scfm_batch *b, scfm_
     m->token_cell = malloc(sizeof(int32_t) * (size_t)T);
     m->cls_cell = malloc(sizeof(int32_t) * (size_t)cells);
     m->cls_label = malloc(sizeof(int32_t) * (size_t)cells);
-    if (!m->arena || !m->positions || !m->token_cell || !m->cls_cell || !m->cls_label)
+    m->token_cond = malloc(sizeof(int32_t) * (size_t)T);
+    m->mvc_cell_of = malloc(sizeof(int32_t) * (size_t)T);
+    if (!m->arena || !m->positions || !m->token_cell || !m->cls_cell || !m->cls_label || !m->token_cond ||
+        !m->mvc_cell_of)
         return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for activations of %d tokens (%.1f GiB)",
                          T, (double)floats * 4.0 / (1 << 30));
     layout_arena(m, m->arena, (size_t)T, (size_t)N, (size_t)cells, P);
@@ -454,6 +521,22 @@ const float *scfm_model_hidden(const scfm_model *m) {
 
 /* ---- forward ---------------------------------------------------------- */
 
+static scfm_status check_value_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err) {
+    for (int t = 0; m->B > 0 && t < b->n_tokens; t++)
+        if (b->values[t] < 0 || b->values[t] > m->B)
+            return scfm_fail(err, SCFM_ERR_ARG, "token %d has value %d; the model takes bins 0 to %d (%d: masked)", t,
+                             b->values[t], m->B, m->B);
+    for (int n = 0; m->B > 0 && n < b->n_value_targets; n++)
+        if (b->value_index[n] < 0 || b->value_index[n] >= b->n_tokens || b->value_target[n] < 0 ||
+            b->value_target[n] >= m->B)
+            return scfm_fail(err, SCFM_ERR_ARG, "masked value %d is invalid", n);
+    for (int c = 0; m->NC > 0 && c < b->n_cells; c++)
+        if (b->conditions[c] < -1 || b->conditions[c] >= m->NC)
+            return scfm_fail(err, SCFM_ERR_ARG, "cell %lld has condition %d; the model has %d conditions",
+                             (long long)b->cell_ids[c], b->conditions[c], m->NC);
+    return SCFM_OK;
+}
+
 static scfm_status check_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err) {
     for (int c = 0; c < b->n_cells; c++) {
         int L = b->cell_offsets[c + 1] - b->cell_offsets[c];
@@ -473,7 +556,7 @@ static scfm_status check_batch(const scfm_model *m, const scfm_batch *b, scfm_er
         if (b->labels[c] < -1 || b->labels[c] >= m->K)
             return scfm_fail(err, SCFM_ERR_ARG, "cell %lld has label %d; the classifier has %d classes",
                              (long long)b->cell_ids[c], b->labels[c], m->K);
-    return SCFM_OK;
+    return check_value_batch(m, b, err);
 }
 
 /* Post-LN (BERT):  res1 = x + drop(attn(x) w_ao);   h = LN_a(res1)
@@ -555,6 +638,11 @@ static scfm_status encoder_forward(scfm_model *m, const scfm_batch *b, int train
             m->token_cell[t] = c;
         }
     scfm_embedding_forward(m->emb, b->tokens, m->positions, m->w.wte, m->w.wpe, T, C);
+    if (m->B > 0) scfm_add_rows_forward(m->emb, b->values, m->w.wve, T, C);
+    if (m->NC > 0) {
+        for (int t = 0; t < T; t++) m->token_cond[t] = b->conditions[m->token_cell[t]];
+        scfm_add_rows_forward(m->emb, m->token_cond, m->w.wce, T, C);
+    }
     scfm_layernorm_forward(m->x0, m->ln_e_mean, m->ln_e_rstd, m->emb, m->w.ln_e_w, m->w.ln_e_b, T, C,
                            eps);
     dropout_tokens(m, b, m->x0, SITE_EMBEDDING);
@@ -588,21 +676,73 @@ static double classifier_forward(scfm_model *m, const scfm_batch *b) {
     return scfm_crossentropy_forward(m->cls_logits, m->cls_label, n, m->K);
 }
 
+/* ---- the value objectives (docs/objectives.md) ---- */
+
+static int value_active(const scfm_model *m, const scfm_batch *b) {
+    return m->B > 0 && m->w_value > 0.0 && b->n_value_targets > 0;
+}
+
+static int mvc_active(const scfm_model *m, const scfm_batch *b) {
+    return m->B > 0 && m->w_mvc > 0.0 && b->n_value_targets > 0;
+}
+
+/* Value head on the Nv masked values: v_in[Nv,C] = hidden[value_index];
+ * v_out[Nv,O] = v_in w_val^T + b_val; cross-entropy against the bins, or
+ * squared error of v_out[n,0] against the bin as a number. */
+static double value_forward(scfm_model *m, const scfm_batch *b) {
+    const int N = b->n_value_targets, C = m->C;
+    const float *hidden = scfm_model_hidden(m);
+    for (int n = 0; n < N; n++)
+        memcpy(m->v_in + (size_t)n * C, hidden + (size_t)b->value_index[n] * C, sizeof(float) * C);
+    scfm_linear_forward(m->v_out, m->v_in, m->w.w_val, m->w.b_val, N, C, m->O);
+    if (m->cfg.value_loss == SCFM_VALUE_MSE) return scfm_mse_forward(m->v_out, b->value_target, N);
+    return scfm_crossentropy_forward(m->v_out, b->value_target, N, m->O);
+}
+
+/* MVC (scGPT's masked value prediction from the cell embedding, inner-product
+ * style): for each masked value n of gene token g in cell c,
+ * q = sigmoid(wte[g] w_q^T + b_q), pred = (q w_mvc^T) . cell[c], where cell
+ * is the pooled final hidden state (model.pool); squared error against the
+ * bin. The gene token is the input one (an MLM-masked gene shows <mask>). */
+static double mvc_forward(scfm_model *m, const scfm_batch *b) {
+    const int N = b->n_value_targets, C = m->C;
+    pool(m, b, scfm_model_hidden(m), m->cfg.pool, m->mvc_cell);
+    for (int n = 0; n < N; n++) {
+        const int t = b->value_index[n];
+        memcpy(m->mvc_e + (size_t)n * C, m->w.wte + (size_t)b->tokens[t] * C, sizeof(float) * C);
+        m->mvc_cell_of[n] = m->token_cell[t];
+    }
+    scfm_linear_forward(m->mvc_q1, m->mvc_e, m->w.w_q, m->w.b_q, N, C, C);
+    scfm_sigmoid_forward(m->mvc_q, m->mvc_q1, (size_t)N * C);
+    scfm_linear_forward(m->mvc_wq, m->mvc_q, m->w.w_mvc, NULL, N, C, C);
+    scfm_rowdot_forward(m->mvc_pred, m->mvc_wq, m->mvc_cell, m->mvc_cell_of, N, C);
+    return scfm_mse_forward(m->mvc_pred, b->value_target, N);
+}
+
+void scfm_model_set_objective(scfm_model *m, const scfm_objective_config *o) {
+    m->w_mlm = o->mlm;
+    m->w_value = o->value;
+    m->w_mvc = o->mvc;
+}
+
 scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training, uint64_t seed,
                                uint32_t epoch, double *loss_sum, scfm_error *err) {
     scfm_status st = encoder_forward(m, b, training, seed, epoch, err);
     if (st != SCFM_OK) return st;
     *loss_sum = 0.0;
-    if (b->n_targets > 0) *loss_sum += head_forward(m, b);
+    if (b->n_targets > 0 && m->w_mlm > 0.0) *loss_sum += m->w_mlm * head_forward(m, b);
     if (m->K > 0) *loss_sum += classifier_forward(m, b);
+    if (value_active(m, b)) *loss_sum += m->w_value * value_forward(m, b);
+    if (mvc_active(m, b)) *loss_sum += m->w_mvc * mvc_forward(m, b);
     if (!isfinite(*loss_sum))
         return scfm_fail(err, SCFM_ERR_NUMERIC, "the loss is not finite (%g)", *loss_sum);
     return SCFM_OK;
 }
 
 int scfm_model_loss_terms(const scfm_model *m, const scfm_batch *b) {
-    int n = b->n_targets;
+    int n = m->w_mlm > 0.0 ? b->n_targets : 0;
     for (int c = 0; m->K > 0 && c < b->n_cells; c++) n += b->labels[c] >= 0;
+    if (value_active(m, b) || mvc_active(m, b)) n += b->n_value_targets;
     return n;
 }
 
@@ -663,14 +803,50 @@ static void classifier_backward(scfm_model *m, const scfm_batch *b, float scale,
                        m->cfg.pool == SCFM_POOL_CLS);
 }
 
+/* Adds the value head's d(loss)/d(hidden) into dhidden[T,C]. */
+static void value_backward(scfm_model *m, const scfm_batch *b, float scale, float *dhidden) {
+    const int N = b->n_value_targets, C = m->C;
+    if (m->cfg.value_loss == SCFM_VALUE_MSE)
+        scfm_mse_backward(m->v_out, m->v_out, b->value_target, N, scale);
+    else
+        scfm_crossentropy_backward(m->v_out, b->value_target, N, m->O, scale);
+    scfm_linear_backward(m->dv_in, m->g.w_val, m->g.b_val, m->v_out, m->v_in, m->w.w_val, N, C, m->O, 0);
+    for (int n = 0; n < N; n++) {
+        float *d = dhidden + (size_t)b->value_index[n] * C;
+        const float *s = m->dv_in + (size_t)n * C;
+        for (int i = 0; i < C; i++) d[i] += s[i];
+    }
+}
+
+/* Adds MVC's d(loss)/d(hidden) into dhidden[T,C] (through pooling) and its
+ * gene-embedding part into the word embeddings' gradient. */
+static void mvc_backward(scfm_model *m, const scfm_batch *b, float scale, float *dhidden) {
+    const int N = b->n_value_targets, C = m->C;
+    scfm_mse_backward(m->mvc_pred, m->mvc_pred, b->value_target, N, scale);
+    memset(m->mvc_dcell, 0, sizeof(float) * (size_t)b->n_cells * C);
+    scfm_rowdot_backward(m->dv_in, m->mvc_dcell, m->mvc_pred, m->mvc_wq, m->mvc_cell, m->mvc_cell_of, N, C);
+    scfm_linear_backward(m->mvc_wq, m->g.w_mvc, NULL, m->dv_in, m->mvc_q, m->w.w_mvc, N, C, C, 0);
+    scfm_sigmoid_backward(m->mvc_q1, m->mvc_q, m->mvc_wq, (size_t)N * C);
+    scfm_linear_backward(m->dv_in, m->g.w_q, m->g.b_q, m->mvc_q1, m->mvc_e, m->w.w_q, N, C, C, 0);
+    for (int n = 0; n < N; n++) {
+        float *d = m->g.wte + (size_t)b->tokens[b->value_index[n]] * C;
+        const float *s = m->dv_in + (size_t)n * C;
+        for (int i = 0; i < C; i++) d[i] += s[i];
+    }
+    scfm_pool_backward(dhidden, m->mvc_dcell, b->tokens, b->cell_offsets, b->n_cells, C, m->first_gene,
+                       m->cfg.pool == SCFM_POOL_CLS);
+}
+
 /* Fills m->dres with d(loss)/d(output of the last layer) at every token. */
 static void heads_backward(scfm_model *m, const scfm_batch *b, float scale) {
     const int T = b->n_tokens, C = m->C;
     const int pre = m->cfg.norm == SCFM_NORM_PRE;
     float *dhidden = pre ? m->dtmp1 : m->dres;
     memset(dhidden, 0, sizeof(float) * (size_t)T * C);
-    if (b->n_targets > 0) head_backward(m, b, scale, dhidden);
+    if (b->n_targets > 0 && m->w_mlm > 0.0) head_backward(m, b, scale * (float)m->w_mlm, dhidden);
     if (m->n_labelled > 0) classifier_backward(m, b, scale, dhidden);
+    if (value_active(m, b)) value_backward(m, b, scale * (float)m->w_value, dhidden);
+    if (mvc_active(m, b)) mvc_backward(m, b, scale * (float)m->w_mvc, dhidden);
     if (pre) {
         memset(m->dres, 0, sizeof(float) * (size_t)T * C);
         scfm_layernorm_backward(m->dres, m->g.ln_fin_w, m->g.ln_fin_b, dhidden, layer_output(m, m->NL - 1),
@@ -801,6 +977,8 @@ void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
     scfm_layernorm_backward(m->dtmp1, m->g.ln_e_w, m->g.ln_e_b, m->dres, m->emb, m->w.ln_e_w,
                             m->ln_e_mean, m->ln_e_rstd, T, C);
     scfm_embedding_backward(deferring ? NULL : m->g.wte, m->g.wpe, m->dtmp1, b->tokens, m->positions, T, C);
+    if (m->B > 0) scfm_add_rows_backward(m->g.wve, m->dtmp1, b->values, T, C);
+    if (m->NC > 0) scfm_add_rows_backward(m->g.wce, m->dtmp1, m->token_cond, T, C);
     m->n_deferred = deferring ? T : 0;
     m->deferred_tokens = b->tokens;
     m->deferred_rows = m->dtmp1;

@@ -34,6 +34,7 @@ typedef struct {
     scfm_batch batch;
     scfm_cell_entry *entries;
     int32_t *row_tokens, *encoded;
+    uint8_t *encoded_values;  /* value models: the bin of each encoded token */
     float *row_counts;
     int64_t row_cap;
     float *mine, *all;        /* this round's output rows: this rank's, every rank's */
@@ -56,6 +57,7 @@ static void free_state(infer_state *s) {
     free(s->entries);
     free(s->row_tokens);
     free(s->encoded);
+    free(s->encoded_values);
     free(s->row_counts);
     free(s->mine);
     free(s->all);
@@ -176,12 +178,27 @@ static scfm_status encode_batch(infer_state *s, const int32_t *row_of_cell, scfm
     return st;
 }
 
+/* Encodes the n matched genes of a cell as training saw it: rank encoding,
+ * or for a value model (model.value_bins > 0) scGPT's binning into the
+ * model's bins (log1p-normalised as the training shards were), ties drawn
+ * with train.seed. The condition token, if the model has one, is left out. */
+static int tokenize_cell(infer_state *s, int64_t cell, int n, double total) {
+    const scfm_vocab *v = s->vocab;
+    const scfm_model_config *mc = &s->cfg.model;
+    if (mc->value_bins > 0) {
+        scfm_bin_params p = {mc->value_bins, mc->value_log1p, v->target_sum, mc->max_len, v->cls, v->eos,
+                             (uint64_t)s->cfg.train.seed};
+        return scfm_bin_encode(&p, cell, s->row_tokens, s->row_counts, n, total, s->entries, s->encoded,
+                               s->encoded_values);
+    }
+    scfm_rank_params p = {v->medians, (int32_t)v->n_special, v->target_sum, mc->max_len, v->cls, v->eos};
+    return scfm_rank_encode(&p, s->row_tokens, s->row_counts, n, total, s->entries, s->encoded);
+}
+
 /* This rank's cells [lo, hi) of the input, into s->mine (zeros for a cell
  * with no count in the vocabulary's genes). */
 static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_infer_report *report,
                                 scfm_error *err) {
-    const scfm_vocab *v = s->vocab;
-    const int max_len = s->cfg.model.max_len;
     const int64_t budget = s->opt->batch_tokens > 0 ? s->opt->batch_tokens : 16384;
     memset(s->mine, 0, sizeof(float) * (size_t)(hi - lo) * s->width);
     if (hi <= lo) return SCFM_OK;
@@ -200,10 +217,7 @@ static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_inf
             s->row_tokens[n] = token;
             s->row_counts[n++] = ch->values[e];
         }
-        scfm_rank_params p = {v->medians, (int32_t)v->n_special, v->target_sum, max_len, v->cls, v->eos};
-        int len = n > 0 && total > 0.0 ? scfm_rank_encode(&p, s->row_tokens, s->row_counts, n, total, s->entries,
-                                                          s->encoded)
-                                       : 0;
+        int len = n > 0 && total > 0.0 ? tokenize_cell(s, lo + i, n, total) : 0;
         if (len == 0) {
             report->cells_without_genes++;
             continue;
@@ -211,6 +225,7 @@ static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_inf
         if (s->batch.n_tokens + len > budget && (st = encode_batch(s, rows, err)) != SCFM_OK) break;
         rows[s->batch.n_cells] = (int32_t)i;
         st = scfm_batch_add_cell(&s->batch, lo + i, s->encoded, len, err);
+        if (st == SCFM_OK && s->encoded_values) scfm_batch_set_values(&s->batch, s->encoded_values);
     }
     if (st == SCFM_OK) st = encode_batch(s, rows, err);
     return st;
@@ -263,9 +278,10 @@ scfm_status scfm_infer(scfm_comm *comm, const char *checkpoint, const char *inpu
     s.mine = malloc(sizeof(float) * ROUND_CELLS_PER_RANK * (size_t)s.width);
     s.probs = malloc(sizeof(float) * ROUND_CELLS_PER_RANK * (size_t)(s.width > 0 ? s.width : 1));
     s.encoded = malloc(sizeof(int32_t) * (size_t)s.cfg.model.max_len);
+    if (s.cfg.model.value_bins > 0) s.encoded_values = malloc((size_t)s.cfg.model.max_len);
     s.all = malloc(sizeof(float) * (size_t)round * s.width);
     s.codes = malloc(sizeof(int32_t) * (size_t)round);
-    st = s.mine && s.probs && s.encoded && s.all && s.codes
+    st = s.mine && s.probs && s.encoded && s.all && s.codes && (s.cfg.model.value_bins == 0 || s.encoded_values)
              ? SCFM_OK
              : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     const char *replace[1] = {opt->obs_column};

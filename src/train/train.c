@@ -284,7 +284,35 @@ typedef struct {
     int64_t n_cells;
     int vocab_size;
     int first_gene;
+    int n_bins;               /* bin mode; 0 in rank mode */
+    int log1p;                /* bin mode: binned from log1p-normalised counts */
+    int32_t *conditions;      /* model.condition_column: a code per cell (-1: none) */
+    int n_conditions;
 } shard_facts;
+
+/* A value model needs bin shards with its number of bins, and a condition
+ * column a code for every cell; the model's shape is resolved from them. */
+static scfm_status read_value_facts(const scfm_config *cfg, scfm_shards *s, shard_facts *f, scfm_error *err) {
+    const char *src = cfg->source[0] ? cfg->source : "config";
+    const int wants_values = cfg->objective.value > 0.0 || cfg->objective.mvc > 0.0 || cfg->model.value_bins > 0;
+    f->n_bins = scfm_shards_n_bins(s);
+    f->log1p = strstr(scfm_shards_normalisation(s), "log1p(") != NULL;
+    if (wants_values && strcmp(scfm_shards_mode(s), "bin") != 0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: objective.value/objective.mvc (or model.value_bins) need expression "
+                         "values, but data.shards (%s) were tokenized in %s mode: use `scfm tokenize --mode bin`", src,
+                         cfg->data.shards, scfm_shards_mode(s));
+    if (wants_values && cfg->model.value_bins != 0 && cfg->model.value_bins != f->n_bins)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.value_bins is %d, but data.shards (%s) hold %d bins", src,
+                         cfg->model.value_bins, cfg->data.shards, f->n_bins);
+    if (!cfg->model.condition_column[0]) return SCFM_OK;
+    char **categories = NULL;
+    scfm_status st = scfm_shards_obs(s, cfg->model.condition_column, &f->conditions, &categories, &f->n_conditions, err);
+    scfm_free_strings(categories, f->n_conditions);
+    if (st == SCFM_OK && cfg->model.num_conditions != 0 && cfg->model.num_conditions < f->n_conditions)
+        st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.num_conditions is %d, but obs column '%s' of data.shards has %d "
+                       "categories", src, cfg->model.num_conditions, cfg->model.condition_column, f->n_conditions);
+    return st;
+}
 
 static scfm_status read_shard_facts(const scfm_config *cfg, shard_facts *f, scfm_error *err) {
     scfm_vocab *v = NULL;
@@ -297,6 +325,7 @@ static scfm_status read_shard_facts(const scfm_config *cfg, shard_facts *f, scfm
         f->n_cells = scfm_shards_num_cells(s);
         f->vocab_size = scfm_shards_vocab_size(s);
         if (v) f->first_gene = v->n_special;
+        st = read_value_facts(cfg, s, f, err);
     }
     scfm_shards_close(s);
     scfm_vocab_free(v);
@@ -383,6 +412,9 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     scfm_model_config mc = cfg->model;
     if (st == SCFM_OK && mc.vocab_size == 0) mc.vocab_size = facts.vocab_size;
     if (mc.special_tokens == 0) mc.special_tokens = facts.first_gene;
+    if (mc.value_bins == 0 && (cfg->objective.value > 0.0 || cfg->objective.mvc > 0.0)) mc.value_bins = facts.n_bins;
+    if (mc.value_bins > 0) mc.value_log1p = facts.log1p;
+    if (mc.condition_column[0] && mc.num_conditions == 0) mc.num_conditions = facts.n_conditions;
     validation val = {0};
     if (st == SCFM_OK && opt->finetune) st = load_validation(cfg, rank, world, &val, err);
     if (st == SCFM_OK && opt->finetune) {
@@ -397,6 +429,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     if (st == SCFM_OK) st = scfm_model_create(&mc, &r.model, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out;
     scfm_model_init_weights(r.model, (uint64_t)tc->seed);
+    scfm_model_set_objective(r.model, &cfg->objective);
     if (opt->init_from) {
         char path[SCFM_PATH_MAX];
         st = scfm_path_join(path, sizeof path, opt->init_from, "model.safetensors", err);
@@ -427,6 +460,9 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     resolved.model.vocab_size = mc.vocab_size;
     resolved.model.special_tokens = mc.special_tokens;
     resolved.model.num_labels = mc.num_labels;
+    resolved.model.value_bins = mc.value_bins;
+    resolved.model.value_log1p = mc.value_log1p;
+    resolved.model.num_conditions = mc.num_conditions;
     if (rank == 0) st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err);
     else st = scfm_path_join(run_dir, sizeof run_dir, cfg->checkpoint.dir, cfg->checkpoint.run, err);
     if (st == SCFM_OK && rank == 0 && opt->finetune) st = write_labels(run_dir, &val, err);
@@ -452,10 +488,14 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         .world = world,
         .max_len = cfg->model.max_len,
         .micro_batch_tokens = tc->micro_batch_tokens,
-        .mask = {opt->finetune ? 0.0 : tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, mc.special_tokens,
+        .mask = {opt->finetune || cfg->objective.mlm <= 0.0 ? 0.0 : tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, mc.special_tokens,
                  mc.vocab_size},
         .labels = opt->finetune ? val.labels : NULL,
         .holdout_fraction = opt->finetune ? cfg->finetune.validation_fraction : 0.0,
+        .value_bins = mc.value_bins,
+        .value_mask_prob = opt->finetune || cfg->objective.value + cfg->objective.mvc <= 0.0
+                               ? 0.0 : cfg->objective.value_mask_prob,
+        .conditions = facts.conditions,
     };
     st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
@@ -599,6 +639,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
 out_pending:
     free(pending);
 out:
+    free(facts.conditions);
     validation_free(&val);
     release(&r);
     return st;

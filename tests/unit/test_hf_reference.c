@@ -2,7 +2,9 @@
  * parameter gradient of a tiny BERT on one packed batch, compared with
  * fixtures from tests/reference/make_hf_fixtures.py (transformers'
  * BertForMaskedLM for post-LN, a functional PyTorch model checked against it
- * for pre-LN; float64, stored as float32). */
+ * for pre-LN; float64, stored as float32); and the value objectives (value
+ * head, MVC, value and condition embeddings) against the functional PyTorch
+ * model of tests/reference/make_value_fixture.py. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,7 +193,9 @@ static double gradient_error(scfm_model *m, const scfm_safetensors *f, const cha
     return err_max;
 }
 
-static void check_fixture(const char *file) {
+/* Opens a fixture and creates the model its metadata describes (value and
+ * condition fields from it too) with its parameters; NULL on failure. */
+static scfm_model *open_fixture(const char *file, scfm_safetensors **fp, scfm_model_config *cfg) {
     char path[512];
     snprintf(path, sizeof path, "%s/fixtures/%s", SCFM_TEST_SOURCE_DIR, file);
     scfm_error err;
@@ -201,15 +205,32 @@ static void check_fixture(const char *file) {
         fprintf(stderr, "\n  %s\n", err.message);
         CU_FAIL_FATAL("cannot open the fixture");
     }
-    scfm_model_config cfg;
-    CU_ASSERT_FATAL(config_from_metadata(f, &cfg));
+    CU_ASSERT_FATAL(config_from_metadata(f, cfg));
+    long bins = 0, conditions = 0;
+    if (scfm_safetensors_meta(f, "value_bins")) {
+        CU_ASSERT_FATAL(meta_long(f, "value_bins", &bins) && meta_long(f, "num_conditions", &conditions));
+        const char *loss = scfm_safetensors_meta(f, "value_loss");
+        cfg->value_loss = loss && strcmp(loss, "mse") == 0 ? SCFM_VALUE_MSE : SCFM_VALUE_CE;
+    }
+    cfg->value_bins = (int)bins;
+    cfg->num_conditions = (int)conditions;
     scfm_model *m = NULL;
-    if (scfm_model_create(&cfg, &m, &err) != SCFM_OK) {
+    if (scfm_model_create(cfg, &m, &err) != SCFM_OK) {
         fprintf(stderr, "\n  %s\n", err.message);
         scfm_safetensors_close(f);
         CU_FAIL_FATAL("scfm_model_create failed");
     }
     CU_ASSERT_EQUAL(load_parameters(m, f), 0);
+    *fp = f;
+    return m;
+}
+
+static void check_fixture(const char *file) {
+    scfm_safetensors *f;
+    scfm_model_config cfg;
+    scfm_model *m = open_fixture(file, &f, &cfg);
+    scfm_error err;
+    scfm_error_clear(&err);
 
     scfm_batch b;
     scfm_batch_init(&b);
@@ -244,6 +265,72 @@ static void check_fixture(const char *file) {
     scfm_safetensors_close(f);
 }
 
+/* The fixture's packed batch with values, masked values and conditions. */
+static int pack_value_batch(const scfm_safetensors *f, scfm_batch *b) {
+    const scfm_st_tensor *tok, *off, *val, *idx, *tgt, *cond;
+    scfm_error err;
+    scfm_error_clear(&err);
+    if (scfm_safetensors_expect(f, "input.tokens", SCFM_DTYPE_I32, -1, NULL, &tok, &err) ||
+        scfm_safetensors_expect(f, "input.cell_offsets", SCFM_DTYPE_I32, -1, NULL, &off, &err) ||
+        scfm_safetensors_expect(f, "input.values", SCFM_DTYPE_I32, 1, tok->shape, &val, &err) ||
+        scfm_safetensors_expect(f, "input.value_index", SCFM_DTYPE_I32, -1, NULL, &idx, &err) ||
+        scfm_safetensors_expect(f, "input.value_target", SCFM_DTYPE_I32, 1, idx->shape, &tgt, &err) ||
+        scfm_safetensors_expect(f, "input.conditions", SCFM_DTYPE_I32, -1, NULL, &cond, &err) ||
+        tok->ndim != 1 || off->ndim != 1 || idx->ndim != 1 || cond->ndim != 1 || cond->shape[0] + 1 != off->shape[0]) {
+        fprintf(stderr, "\n  bad fixture inputs: %s\n", err.message);
+        return 0;
+    }
+    const int32_t *offsets = off->data;
+    for (int c = 0; c + 1 < (int)off->shape[0]; c++) {
+        if (scfm_batch_add_cell(b, c, (const int32_t *)tok->data + offsets[c], offsets[c + 1] - offsets[c], &err)) {
+            fprintf(stderr, "\n  %s\n", err.message);
+            return 0;
+        }
+        b->conditions[c] = ((const int32_t *)cond->data)[c];
+    }
+    memcpy(b->values, val->data, sizeof(int32_t) * (size_t)b->n_tokens);
+    b->n_value_targets = (int)idx->shape[0];
+    memcpy(b->value_index, idx->data, sizeof(int32_t) * (size_t)b->n_value_targets);
+    memcpy(b->value_target, tgt->data, sizeof(int32_t) * (size_t)b->n_value_targets);
+    return b->n_value_targets > 0;
+}
+
+/* Loss and every gradient of the value objectives (no MLM term). */
+static void check_value_fixture(const char *file) {
+    scfm_safetensors *f;
+    scfm_model_config cfg;
+    scfm_model *m = open_fixture(file, &f, &cfg);
+    const char *wv = scfm_safetensors_meta(f, "w_value"), *wm = scfm_safetensors_meta(f, "w_mvc");
+    CU_ASSERT_FATAL(wv && wm);
+    scfm_objective_config obj = {.mlm = 0.0, .value = strtod(wv, NULL), .mvc = strtod(wm, NULL)};
+    scfm_model_set_objective(m, &obj);
+    scfm_batch b;
+    scfm_batch_init(&b);
+    CU_ASSERT_FATAL(pack_value_batch(f, &b));
+    scfm_error err;
+    scfm_error_clear(&err);
+    double loss_sum = NAN;
+    CU_ASSERT_EQUAL_FATAL(scfm_model_forward(m, &b, 0, 0, 0, &loss_sum, &err), SCFM_OK);
+    const int terms = scfm_model_loss_terms(m, &b);
+    CU_ASSERT_EQUAL(terms, b.n_value_targets);
+    double want = *(const float *)scfm_safetensors_find(f, "output.loss")->data;
+    double loss_err = fabs(loss_sum / terms - want) / fabs(want);
+    scfm_model_zero_grad(m);
+    scfm_model_backward(m, &b, 1.0f / (float)terms);
+    const char *worst = "";
+    double grad_err = gradient_error(m, f, &worst);
+    printf("\n    %s: loss %.7f (reference %.7f, rel. error %.2e), worst gradient %s %.2e ", file,
+           loss_sum / terms, want, loss_err, worst, grad_err);
+    CU_ASSERT(loss_err <= LOSS_TOL);
+    CU_ASSERT(grad_err <= GRAD_TOL);
+    scfm_batch_free(&b);
+    scfm_model_free(m);
+    scfm_safetensors_close(f);
+}
+
+static void test_value_ce(void) { check_value_fixture("value_ce.safetensors"); }
+static void test_value_mse(void) { check_value_fixture("value_mse.safetensors"); }
+
 static void test_post_ln_gelu(void) { check_fixture("hf_post_ln_gelu.safetensors"); }
 static void test_post_ln_relu(void) { check_fixture("hf_post_ln_relu.safetensors"); }
 static void test_pre_ln_gelu(void) { check_fixture("hf_pre_ln_gelu.safetensors"); }
@@ -252,6 +339,8 @@ static CU_TestInfo tests[] = {
     {"post-LN GELU vs transformers", test_post_ln_gelu},
     {"post-LN ReLU vs transformers", test_post_ln_relu},
     {"pre-LN GELU vs PyTorch", test_pre_ln_gelu},
+    {"value cross-entropy + MVC + condition vs PyTorch", test_value_ce},
+    {"value squared error + MVC + condition vs PyTorch", test_value_mse},
     CU_TEST_INFO_NULL,
 };
 

@@ -91,4 +91,23 @@ void scfm_pool_backward(float *dhidden, const float *dout, const int32_t *tokens
 /* out[i] = sum over rows of inp[T,C] column i, added to out. */
 void scfm_bias_backward(float *db, const float *dout, int T, int C);
 
+/* ---- expression-value objectives (value.c) ---- */
+
+/* out[T,C] += table[index[t]] for index[t] >= 0 (value bins, conditions). */
+void scfm_add_rows_forward(float *out, const int32_t *index, const float *table, int T, int C);
+/* dtable[rows,C] += scatter(dout[T,C]) by index (rows with index < 0 skipped). */
+void scfm_add_rows_backward(float *dtable, const float *dout, const int32_t *index, int T, int C);
+/* Sum over n < N of (pred[n] - target[n])^2. */
+double scfm_mse_forward(const float *pred, const int32_t *target, int N);
+/* dpred[N] = d(scale * that sum)/d(pred) (overwritten). */
+void scfm_mse_backward(float *dpred, const float *pred, const int32_t *target, int N, float scale);
+/* out[n] = 1 / (1 + exp(-inp[n])); backward from the output: dinp = dout out (1 - out) (overwritten). */
+void scfm_sigmoid_forward(float *out, const float *inp, size_t n);
+void scfm_sigmoid_backward(float *dinp, const float *out, const float *dout, size_t n);
+/* out[N] = a[n,:] . cells[cell_of[n],:], a[N,C], cells[n_cells,C]. */
+void scfm_rowdot_forward(float *out, const float *a, const float *cells, const int32_t *cell_of, int N, int C);
+/* da[N,C] = dout[n] cells[cell_of[n]] (overwritten); dcells[n_cells,C] += dout[n] a[n]. */
+void scfm_rowdot_backward(float *da, float *dcells, const float *dout, const float *a, const float *cells,
+                          const int32_t *cell_of, int N, int C);
+
 #endif
