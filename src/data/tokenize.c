@@ -63,21 +63,114 @@ static uint64_t ascending(double v) {
 
 static uint64_t descending(double v) { return ~ascending(v); }
 
+/* Rank encoding sorts 8-byte words instead of 24-byte entries, in three
+ * 11-bit LSD passes (four for rows of more than 8,192 entries): a word holds
+ * the bits that vary between the cell's keys, cut to what fits beside the
+ * entry's index, and the index below them. Sorted words are in key order
+ * except inside a run of equal cut keys, which rank_fix_runs puts in (key,
+ * token) order; a run holds the true ties and, rarely, values that differ
+ * only below the cut. */
+enum { RANK_DIGIT = 11, RANK_BUCKETS = 1 << RANK_DIGIT, RANK_PASSES = 4 };
+
+/* Sorts u[0, n) ascending; tmp holds n words; only the low `bits` bits may
+ * differ (bits <= RANK_PASSES x RANK_DIGIT). Passes whose digit is the same
+ * in every word are skipped. Returns u or tmp, wherever the result is. */
+static uint64_t *rank_radix(uint64_t *u, uint64_t *tmp, int n, int bits) {
+    uint32_t count[RANK_PASSES][RANK_BUCKETS];
+    const int passes = (bits + RANK_DIGIT - 1) / RANK_DIGIT;
+    memset(count, 0, sizeof count[0] * (size_t)passes);
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < passes; p++) count[p][(u[i] >> (RANK_DIGIT * p)) & (RANK_BUCKETS - 1)]++;
+    for (int p = 0; p < passes; p++) {
+        const int shift = RANK_DIGIT * p;
+        uint32_t *c = count[p];
+        if (c[(u[0] >> shift) & (RANK_BUCKETS - 1)] == (uint32_t)n) continue;
+        uint32_t offset = 0;
+        for (int b = 0; b < RANK_BUCKETS; b++) {
+            uint32_t k = c[b];
+            c[b] = offset;
+            offset += k;
+        }
+        for (int i = 0; i < n; i++) tmp[c[(u[i] >> shift) & (RANK_BUCKETS - 1)]++] = u[i];
+        uint64_t *swap = u;
+        u = tmp;
+        tmp = swap;
+    }
+    return u;
+}
+
+/* Puts each run of words with equal cut keys (u >> index_bits) that starts
+ * before `keep` in (full key, token) order: an insertion sort, linear on the
+ * usual runs, whose indices already follow the tokens. */
+static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const uint64_t *key,
+                          const int32_t *token) {
+    const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
+    for (int lo = 0; lo < n && lo < keep;) {
+        int hi = lo + 1;
+        while (hi < n && (u[hi] >> index_bits) == (u[lo] >> index_bits)) hi++;
+        for (int i = lo + 1; i < hi; i++) {
+            const uint64_t w = u[i];
+            const uint64_t k = key[w & index_mask];
+            const int32_t tok = token[w & index_mask];
+            int j = i;
+            for (; j > lo; j--) {
+                const uint64_t prev = u[j - 1] & index_mask;
+                if (key[prev] < k || (key[prev] == k && token[prev] < tok)) break;
+                u[j] = u[j - 1];
+            }
+            u[j] = w;
+        }
+        lo = hi;
+    }
+}
+
 int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const float *counts, int n,
                      double total, scfm_cell_entry *scratch, int32_t *out) {
+    /* scratch (48n bytes) is raw storage here: n keys, n tokens, 2n words. */
+    uint64_t *key = (uint64_t *)scratch, *word = key + n, *tmp = word + n;
+    int32_t *token = (int32_t *)(tmp + n);
+    const double target_sum = p->target_sum;
+    /* Every entry first, a loop the compiler vectorises; the entries without
+     * a count (rare: the tokenizer passes none) are dropped afterwards. */
     int m = 0;
     for (int k = 0; k < n; k++) {
-        if (!(counts[k] > 0.0f)) continue;
-        scratch[m].token = tokens[k];
-        scratch[m].value = (double)counts[k] / total * p->target_sum / p->medians[tokens[k] - p->first_gene];
-        scratch[m].key = descending(scratch[m].value);
-        m++;
+        key[k] = descending((double)counts[k] / total * target_sum / p->medians[tokens[k] - p->first_gene]);
+        token[k] = tokens[k];
+        m += counts[k] > 0.0f;
+    }
+    if (m < n) {
+        m = 0;
+        for (int k = 0; k < n; k++)
+            if (counts[k] > 0.0f) {
+                key[m] = key[k];
+                token[m++] = token[k];
+            }
     }
     if (m == 0) return 0;
-    sort_entries(scratch, scratch + n, m);
+    /* The bits that differ between the cell's keys: the common prefix drops. */
+    uint64_t all = key[0], any = key[0];
+    for (int k = 1; k < m; k++) {
+        all &= key[k];
+        any |= key[k];
+    }
+    const uint64_t differ = all ^ any;
+    const int varying = differ ? 64 - __builtin_clzll(differ) : 0;
+    const int index_bits = m > 1 ? 32 - __builtin_clz((unsigned)(m - 1)) : 0;
+    /* At least 20 key bits: values closer than about 1e-6 of each other
+     * share a cut key, rare enough that fixing their runs costs nothing. */
+    int bits = RANK_DIGIT * ((index_bits + 20 + RANK_DIGIT - 1) / RANK_DIGIT);
+    if (bits > RANK_PASSES * RANK_DIGIT) bits = RANK_PASSES * RANK_DIGIT;
+    int key_bits = bits - index_bits;
+    if (key_bits > varying) key_bits = varying;
+    const int cut = varying - key_bits;
+    const uint64_t low = varying < 64 ? ((uint64_t)1 << varying) - 1 : ~(uint64_t)0;
+    for (int k = 0; k < m; k++) word[k] = ((key[k] & low) >> cut) << index_bits | (uint64_t)k;
+    uint64_t *sorted = rank_radix(word, tmp, m, key_bits + index_bits);
     int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0), len = 0;
+    rank_fix_runs(sorted, m, keep, index_bits, key, token);
+    const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
     if (p->cls >= 0) out[len++] = p->cls;
-    for (int k = 0; k < m && k < keep; k++) out[len++] = scratch[k].token;
+    for (int k = 0; k < m && k < keep; k++) out[len++] = token[sorted[k] & index_mask];
     if (p->eos >= 0) out[len++] = p->eos;
     return len;
 }
