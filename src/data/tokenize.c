@@ -63,18 +63,25 @@ static uint64_t ascending(double v) {
 
 static uint64_t descending(double v) { return ~ascending(v); }
 
-/* Rank encoding sorts 8-byte words instead of 24-byte entries, in three
- * 11-bit LSD passes (four for rows of more than 8,192 entries): a word holds
- * the bits that vary between the cell's keys, cut to what fits beside the
+/* Rank encoding sorts 8-byte words instead of 24-byte entries: a word holds
+ * the cell's key less its smallest key, cut to what fits beside the
  * entry's index, and the index below them. Sorted words are in key order
  * except inside a run of equal cut keys, which rank_fix_runs puts in (key,
  * token) order; a run holds the true ties and, rarely, values that differ
- * only below the cut. */
-enum { RANK_DIGIT = 11, RANK_BUCKETS = 1 << RANK_DIGIT, RANK_PASSES = 4 };
+ * only below the cut. The sort is one counting pass on the words' top bits
+ * into about one bucket per entry, then each bucket that reaches the cut to
+ * max_length on its own: by insertion when small, by LSD radix when large. */
+enum {
+    RANK_DIGIT = 11,            /* LSD radix digit of large buckets */
+    RANK_BUCKETS = 1 << RANK_DIGIT,
+    RANK_PASSES = 6,            /* 64 bits */
+    RANK_TOP_BITS = 12,         /* at most 4,096 buckets in the first pass */
+    RANK_SMALL = 32,            /* buckets up to this size sorted by insertion */
+};
 
 /* Sorts u[0, n) ascending; tmp holds n words; only the low `bits` bits may
- * differ (bits <= RANK_PASSES x RANK_DIGIT). Passes whose digit is the same
- * in every word are skipped. Returns u or tmp, wherever the result is. */
+ * differ. Passes whose digit is the same in every word are skipped. Returns
+ * u or tmp, wherever the result is. */
 static uint64_t *rank_radix(uint64_t *u, uint64_t *tmp, int n, int bits) {
     uint32_t count[RANK_PASSES][RANK_BUCKETS];
     const int passes = (bits + RANK_DIGIT - 1) / RANK_DIGIT;
@@ -97,6 +104,35 @@ static uint64_t *rank_radix(uint64_t *u, uint64_t *tmp, int n, int bits) {
         tmp = swap;
     }
     return u;
+}
+
+static void insertion_sort(uint64_t *u, int n) {
+    for (int i = 1; i < n; i++) {
+        const uint64_t w = u[i];
+        int j = i;
+        for (; j > 0 && u[j - 1] > w; j--) u[j] = u[j - 1];
+        u[j] = w;
+    }
+}
+
+/* Sorts the first `keep` of the n words (`bits` low bits may differ) into
+ * out, which gets all n words, those past keep in no particular order;
+ * word's n words are scratch. */
+static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits) {
+    const int top = bits < RANK_TOP_BITS ? bits : RANK_TOP_BITS, shift = bits - top;
+    uint32_t start[(1 << RANK_TOP_BITS) + 1];
+    const int buckets = 1 << top;
+    memset(start, 0, sizeof start[0] * (size_t)(buckets + 1));
+    for (int i = 0; i < n; i++) start[(word[i] >> shift) + 1]++;
+    for (int b = 0; b < buckets; b++) start[b + 1] += start[b];
+    for (int i = 0; i < n; i++) out[start[word[i] >> shift]++] = word[i];
+    /* start[b] is now where bucket b + 1 begins */
+    for (int b = 0, lo = 0; b < buckets && lo < keep; lo = (int)start[b++]) {
+        const int size = (int)start[b] - lo;
+        if (size <= RANK_SMALL) insertion_sort(out + lo, size);
+        else if (rank_radix(out + lo, word + lo, size, shift) != out + lo)
+            memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
+    }
 }
 
 /* Puts each run of words with equal cut keys (u >> index_bits) that starts
@@ -127,8 +163,8 @@ static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const ui
 int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const float *counts, int n,
                      double total, scfm_cell_entry *scratch, int32_t *out) {
     /* scratch (48n bytes) is raw storage here: n keys, n tokens, 2n words. */
-    uint64_t *key = (uint64_t *)scratch, *word = key + n, *tmp = word + n;
-    int32_t *token = (int32_t *)(tmp + n);
+    uint64_t *key = (uint64_t *)scratch, *word = key + n, *sorted = word + n;
+    int32_t *token = (int32_t *)(sorted + n);
     const double target_sum = p->target_sum;
     /* Every entry first, a loop the compiler vectorises; the entries without
      * a count (rare: the tokenizer passes none) are dropped afterwards. */
@@ -147,28 +183,21 @@ int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const flo
             }
     }
     if (m == 0) return 0;
-    /* The bits that differ between the cell's keys: the common prefix drops. */
-    uint64_t all = key[0], any = key[0];
+    /* Keys less the smallest: only the bits of their range remain. */
+    uint64_t least = key[0], most = key[0];
     for (int k = 1; k < m; k++) {
-        all &= key[k];
-        any |= key[k];
+        least = key[k] < least ? key[k] : least;
+        most = key[k] > most ? key[k] : most;
     }
-    const uint64_t differ = all ^ any;
-    const int varying = differ ? 64 - __builtin_clzll(differ) : 0;
+    const int varying = most > least ? 64 - __builtin_clzll(most - least) : 0;
     const int index_bits = m > 1 ? 32 - __builtin_clz((unsigned)(m - 1)) : 0;
-    /* At least 20 key bits: values closer than about 1e-6 of each other
-     * share a cut key, rare enough that fixing their runs costs nothing. */
-    int bits = RANK_DIGIT * ((index_bits + 20 + RANK_DIGIT - 1) / RANK_DIGIT);
-    if (bits > RANK_PASSES * RANK_DIGIT) bits = RANK_PASSES * RANK_DIGIT;
-    int key_bits = bits - index_bits;
-    if (key_bits > varying) key_bits = varying;
-    const int cut = varying - key_bits;
-    const uint64_t low = varying < 64 ? ((uint64_t)1 << varying) - 1 : ~(uint64_t)0;
-    for (int k = 0; k < m; k++) word[k] = ((key[k] & low) >> cut) << index_bits | (uint64_t)k;
-    uint64_t *sorted = rank_radix(word, tmp, m, key_bits + index_bits);
-    int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0), len = 0;
+    const int key_bits = varying < 64 - index_bits ? varying : 64 - index_bits, cut = varying - key_bits;
+    for (int k = 0; k < m; k++) word[k] = ((key[k] - least) >> cut) << index_bits | (uint64_t)k;
+    const int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0);
+    rank_sort(word, sorted, m, keep, key_bits + index_bits);
     rank_fix_runs(sorted, m, keep, index_bits, key, token);
     const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
+    int len = 0;
     if (p->cls >= 0) out[len++] = p->cls;
     for (int k = 0; k < m && k < keep; k++) out[len++] = token[sorted[k] & index_mask];
     if (p->eos >= 0) out[len++] = p->eos;
