@@ -13,10 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/matrix_impl.h"
 #include "scfm/data.h"
 
 #define ROUND_CELLS 8192        /* cells per rank per round */
 #define STATS_READ_CELLS 4096   /* cells per read in the statistics pass */
+#define SMALL_READ_CELLS 512    /* cells per read where reads may be small: the
+                                   entries (about 4 MB at 20,000 genes) stay in
+                                   cache until they are encoded */
 #define MAX_BINS 256            /* bins fit the uint8 values */
 /* Philox stream of the tokenizer's draws, after core.h's streams. */
 #define STREAM_TOKENIZE 16
@@ -819,6 +823,7 @@ static scfm_status encode_range(tokenizer *t, int64_t lo, int64_t hi, scfm_error
         if ((st = select_input(t, cell, &k, err)) != SCFM_OK) break;
         int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell,
                 first = cell - t->corpus.first[k];
+        if (t->corpus.m->small_reads && n > SMALL_READ_CELLS) n = SMALL_READ_CELLS;
         st = scfm_matrix_read(t->corpus.m, first, n, &t->chunk, err);
         for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
             st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, t->local_codes + (int64_t)c * ROUND_CELLS,
