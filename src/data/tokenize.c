@@ -718,7 +718,10 @@ static int grow_row(tokenizer *t, int64_t n) {
  * order (and its error), found faster for the usual cell of integer counts
  * below 2^31 and fewer than 2^22 entries: every partial sum is then an
  * integer below 2^53, exact in double whatever the order, so an integer sum
- * that the compiler vectorises gives the same total. */
+ * that the compiler vectorises gives the same total (it vectorises the
+ * comparisons only when told that no one reads floating-point exception
+ * flags, true here). */
+__attribute__((optimize("no-trapping-math")))
 static scfm_status cell_total(const tokenizer *t, int k, int64_t i, double *total, scfm_error *err) {
     const scfm_cells_chunk *ch = &t->chunk;
     const float *v = ch->values + ch->indptr[i];
