@@ -171,12 +171,15 @@ int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const flo
     int32_t *token = (int32_t *)(sorted + n);
     const double target_sum = p->target_sum;
     /* Every entry first, a loop the compiler vectorises; the entries without
-     * a count (rare: the tokenizer passes none) are dropped afterwards. */
+     * a count (rare: the tokenizer passes none) are dropped afterwards. Their
+     * tokens need not have a median: they read the first gene's. */
     int m = 0;
     for (int k = 0; k < n; k++) {
-        key[k] = descending((double)counts[k] / total * target_sum / p->medians[tokens[k] - p->first_gene]);
+        const int has_count = counts[k] > 0.0f;
+        const double median = p->medians[has_count ? tokens[k] - p->first_gene : 0];
+        key[k] = descending((double)counts[k] / total * target_sum / median);
         token[k] = tokens[k];
-        m += counts[k] > 0.0f;
+        m += has_count;
     }
     if (m < n) {
         m = 0;
