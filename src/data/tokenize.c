@@ -13,10 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/matrix_impl.h"
 #include "scfm/data.h"
 
 #define ROUND_CELLS 8192        /* cells per rank per round */
 #define STATS_READ_CELLS 4096   /* cells per read in the statistics pass */
+#define SMALL_READ_CELLS 512    /* cells per read where reads may be small: the
+                                   entries (about 4 MB at 20,000 genes) stay in
+                                   cache until they are encoded */
 #define MAX_BINS 256            /* bins fit the uint8 values */
 /* Philox stream of the tokenizer's draws, after core.h's streams. */
 #define STREAM_TOKENIZE 16
@@ -63,21 +67,146 @@ static uint64_t ascending(double v) {
 
 static uint64_t descending(double v) { return ~ascending(v); }
 
+/* Rank encoding sorts 8-byte words instead of 24-byte entries: a word holds
+ * the cell's key less its smallest key, cut to what fits beside the
+ * entry's index, and the index below them. Sorted words are in key order
+ * except inside a run of equal cut keys, which rank_fix_runs puts in (key,
+ * token) order; a run holds the true ties and, rarely, values that differ
+ * only below the cut. The sort is one counting pass on the words' top bits
+ * into about one bucket per entry, then each bucket that reaches the cut to
+ * max_length on its own: by insertion when small, by LSD radix when large. */
+enum {
+    RANK_DIGIT = 11,            /* LSD radix digit of large buckets */
+    RANK_BUCKETS = 1 << RANK_DIGIT,
+    RANK_PASSES = 6,            /* 64 bits */
+    RANK_TOP_BITS = 12,         /* at most 4,096 buckets in the first pass */
+    RANK_SMALL = 32,            /* buckets up to this size sorted by insertion */
+};
+
+/* Sorts u[0, n) ascending; tmp holds n words; only the low `bits` bits may
+ * differ. Passes whose digit is the same in every word are skipped. Returns
+ * u or tmp, wherever the result is. */
+static uint64_t *rank_radix(uint64_t *u, uint64_t *tmp, int n, int bits) {
+    uint32_t count[RANK_PASSES][RANK_BUCKETS];
+    const int passes = (bits + RANK_DIGIT - 1) / RANK_DIGIT;
+    memset(count, 0, sizeof count[0] * (size_t)passes);
+    for (int i = 0; i < n; i++)
+        for (int p = 0; p < passes; p++) count[p][(u[i] >> (RANK_DIGIT * p)) & (RANK_BUCKETS - 1)]++;
+    for (int p = 0; p < passes; p++) {
+        const int shift = RANK_DIGIT * p;
+        uint32_t *c = count[p];
+        if (c[(u[0] >> shift) & (RANK_BUCKETS - 1)] == (uint32_t)n) continue;
+        uint32_t offset = 0;
+        for (int b = 0; b < RANK_BUCKETS; b++) {
+            uint32_t k = c[b];
+            c[b] = offset;
+            offset += k;
+        }
+        for (int i = 0; i < n; i++) tmp[c[(u[i] >> shift) & (RANK_BUCKETS - 1)]++] = u[i];
+        uint64_t *swap = u;
+        u = tmp;
+        tmp = swap;
+    }
+    return u;
+}
+
+static void insertion_sort(uint64_t *u, int n) {
+    for (int i = 1; i < n; i++) {
+        const uint64_t w = u[i];
+        int j = i;
+        for (; j > 0 && u[j - 1] > w; j--) u[j] = u[j - 1];
+        u[j] = w;
+    }
+}
+
+/* Sorts the first `keep` of the n words (`bits` low bits may differ) into
+ * out, which gets all n words, those past keep in no particular order;
+ * word's n words are scratch. */
+static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits) {
+    const int top = bits < RANK_TOP_BITS ? bits : RANK_TOP_BITS, shift = bits - top;
+    uint32_t start[(1 << RANK_TOP_BITS) + 1];
+    const int buckets = 1 << top;
+    memset(start, 0, sizeof start[0] * (size_t)(buckets + 1));
+    for (int i = 0; i < n; i++) start[(word[i] >> shift) + 1]++;
+    for (int b = 0; b < buckets; b++) start[b + 1] += start[b];
+    for (int i = 0; i < n; i++) out[start[word[i] >> shift]++] = word[i];
+    /* start[b] is now where bucket b + 1 begins */
+    for (int b = 0, lo = 0; b < buckets && lo < keep; lo = (int)start[b++]) {
+        const int size = (int)start[b] - lo;
+        if (size <= RANK_SMALL) insertion_sort(out + lo, size);
+        else if (rank_radix(out + lo, word + lo, size, shift) != out + lo)
+            memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
+    }
+}
+
+/* Puts each run of words with equal cut keys (u >> index_bits) that starts
+ * before `keep` in (full key, token) order: an insertion sort, linear on the
+ * usual runs, whose indices already follow the tokens. */
+static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const uint64_t *key,
+                          const int32_t *token) {
+    const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
+    for (int lo = 0; lo < n && lo < keep;) {
+        int hi = lo + 1;
+        while (hi < n && (u[hi] >> index_bits) == (u[lo] >> index_bits)) hi++;
+        for (int i = lo + 1; i < hi; i++) {
+            const uint64_t w = u[i];
+            const uint64_t k = key[w & index_mask];
+            const int32_t tok = token[w & index_mask];
+            int j = i;
+            for (; j > lo; j--) {
+                const uint64_t prev = u[j - 1] & index_mask;
+                if (key[prev] < k || (key[prev] == k && token[prev] < tok)) break;
+                u[j] = u[j - 1];
+            }
+            u[j] = w;
+        }
+        lo = hi;
+    }
+}
+
 int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const float *counts, int n,
                      double total, scfm_cell_entry *scratch, int32_t *out) {
+    /* scratch (48n bytes) is raw storage here: n keys, n tokens, 2n words. */
+    uint64_t *key = (uint64_t *)scratch, *word = key + n, *sorted = word + n;
+    int32_t *token = (int32_t *)(sorted + n);
+    const double target_sum = p->target_sum;
+    /* Every entry first, a loop the compiler vectorises; the entries without
+     * a count (rare: the tokenizer passes none) are dropped afterwards. Their
+     * tokens need not have a median: they read the first gene's. */
     int m = 0;
     for (int k = 0; k < n; k++) {
-        if (!(counts[k] > 0.0f)) continue;
-        scratch[m].token = tokens[k];
-        scratch[m].value = (double)counts[k] / total * p->target_sum / p->medians[tokens[k] - p->first_gene];
-        scratch[m].key = descending(scratch[m].value);
-        m++;
+        const int has_count = counts[k] > 0.0f;
+        const double median = p->medians[has_count ? tokens[k] - p->first_gene : 0];
+        key[k] = descending((double)counts[k] / total * target_sum / median);
+        token[k] = tokens[k];
+        m += has_count;
+    }
+    if (m < n) {
+        m = 0;
+        for (int k = 0; k < n; k++)
+            if (counts[k] > 0.0f) {
+                key[m] = key[k];
+                token[m++] = token[k];
+            }
     }
     if (m == 0) return 0;
-    sort_entries(scratch, scratch + n, m);
-    int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0), len = 0;
+    /* Keys less the smallest: only the bits of their range remain. */
+    uint64_t least = key[0], most = key[0];
+    for (int k = 1; k < m; k++) {
+        least = key[k] < least ? key[k] : least;
+        most = key[k] > most ? key[k] : most;
+    }
+    const int varying = most > least ? 64 - __builtin_clzll(most - least) : 0;
+    const int index_bits = m > 1 ? 32 - __builtin_clz((unsigned)(m - 1)) : 0;
+    const int key_bits = varying < 64 - index_bits ? varying : 64 - index_bits, cut = varying - key_bits;
+    for (int k = 0; k < m; k++) word[k] = ((key[k] - least) >> cut) << index_bits | (uint64_t)k;
+    const int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0);
+    rank_sort(word, sorted, m, keep, key_bits + index_bits);
+    rank_fix_runs(sorted, m, keep, index_bits, key, token);
+    const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
+    int len = 0;
     if (p->cls >= 0) out[len++] = p->cls;
-    for (int k = 0; k < m && k < keep; k++) out[len++] = scratch[k].token;
+    for (int k = 0; k < m && k < keep; k++) out[len++] = token[sorted[k] & index_mask];
     if (p->eos >= 0) out[len++] = p->eos;
     return len;
 }
@@ -588,14 +717,38 @@ static int grow_row(tokenizer *t, int64_t n) {
     return 1;
 }
 
+/* Cell i's total, the double that scfm_corpus_cell_total sums in entry
+ * order (and its error), found faster for the usual cell of integer counts
+ * below 2^31 and fewer than 2^22 entries: every partial sum is then an
+ * integer below 2^53, exact in double whatever the order, so an integer sum
+ * that the compiler vectorises gives the same total (it vectorises the
+ * comparisons only when told that no one reads floating-point exception
+ * flags, true here). */
+__attribute__((optimize("no-trapping-math")))
+static scfm_status cell_total(const tokenizer *t, int k, int64_t i, double *total, scfm_error *err) {
+    const scfm_cells_chunk *ch = &t->chunk;
+    const float *v = ch->values + ch->indptr[i];
+    const int64_t n = ch->indptr[i + 1] - ch->indptr[i];
+    int integers = n < ((int64_t)1 << 22);
+    for (int64_t e = 0; e < n; e++) integers &= (v[e] >= 0.0f) & (v[e] < 2147483648.0f) & (v[e] == truncf(v[e]));
+    if (!integers) return scfm_corpus_cell_total(&t->corpus, k, ch, i, total, err);
+    int64_t sum = 0;
+    for (int64_t e = 0; e < n; e++) sum += (int32_t)v[e];
+    *total = (double)sum;
+    return SCFM_OK;
+}
+
 /* Cell i of the chunk (global id `cell`, from input k) onto this rank's share. */
 static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scfm_error *err) {
     const scfm_tokenize_options *o = t->opt;
     const scfm_vocab *v = t->vocab;
     const scfm_cells_chunk *ch = &t->chunk;
     double total = 0.0;
-    scfm_status st = scfm_corpus_cell_total(&t->corpus, k, ch, i, &total, err);
+    scfm_status st = cell_total(t, k, i, &total, err);
     if (st != SCFM_OK) return st;
+    /* All counts, summed per cell: the same sum as entry by entry for
+     * integer counts, and only a reported share otherwise. */
+    t->counts_in[2 * k + 1] += total;
     if (total <= 0.0) {
         t->cells_empty++;
         t->skipped++;
@@ -604,17 +757,28 @@ static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scf
     const int64_t nnz = ch->indptr[i + 1] - ch->indptr[i];
     if (!grow_row(t, nnz > t->n_set ? nnz : t->n_set) || !grow_round(t, t->n_cells + 1, t->n_tokens + o->max_length))
         return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
-    int n = 0;
-    for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++) {
-        int32_t token = t->gene_token[ch->genes[e]];
-        t->counts_in[2 * k + 1] += ch->values[e];
-        if (token < 0) {
-            t->counts_in[2 * k] += ch->values[e];
-            continue;
+    const int32_t *genes = ch->genes + ch->indptr[i];
+    const float *counts = ch->values + ch->indptr[i];
+    int n = (int)nnz, outside = 0;
+    /* The usual cell, every gene in the vocabulary and no gene set: its
+     * tokens in one gather loop, its counts read where they are. */
+    for (int e = 0; !t->in_set && e < n; e++) {
+        t->row_tokens[e] = t->gene_token[genes[e]];
+        outside |= t->row_tokens[e] < 0;
+    }
+    if (t->in_set || outside) {
+        n = 0;
+        for (int e = 0; e < (int)nnz; e++) {
+            int32_t token = t->gene_token[genes[e]];
+            if (token < 0) {
+                t->counts_in[2 * k] += counts[e];
+                continue;
+            }
+            if (t->in_set && !t->in_set[token]) continue;
+            t->row_tokens[n] = token;
+            t->row_counts[n++] = counts[e];
         }
-        if (t->in_set && !t->in_set[token]) continue;
-        t->row_tokens[n] = token;
-        t->row_counts[n++] = ch->values[e];
+        counts = t->row_counts;
     }
     const int nonzero = n;
     if (t->set_tokens && n > 0) {
@@ -636,10 +800,10 @@ static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scf
     int len;
     if (o->mode == SCFM_TOKENIZE_RANK) {
         scfm_rank_params p = {v->medians, (int32_t)v->n_special, v->target_sum, o->max_length, v->cls, v->eos};
-        len = scfm_rank_encode(&p, t->row_tokens, t->row_counts, n, total, t->entries, out);
+        len = scfm_rank_encode(&p, t->row_tokens, counts, n, total, t->entries, out);
     } else {
         scfm_bin_params p = {o->n_bins, o->log1p, v->target_sum, o->max_length, v->cls, v->eos, o->seed};
-        len = scfm_bin_encode(&p, cell, t->row_tokens, t->row_counts, n, total, t->entries, out,
+        len = scfm_bin_encode(&p, cell, t->row_tokens, counts, n, total, t->entries, out,
                               t->values + t->n_tokens);
     }
     t->cells_cut += n > o->max_length - specials;
@@ -665,6 +829,7 @@ static scfm_status encode_range(tokenizer *t, int64_t lo, int64_t hi, scfm_error
         if ((st = select_input(t, cell, &k, err)) != SCFM_OK) break;
         int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell,
                 first = cell - t->corpus.first[k];
+        if (t->corpus.m->small_reads && n > SMALL_READ_CELLS) n = SMALL_READ_CELLS;
         st = scfm_matrix_read(t->corpus.m, first, n, &t->chunk, err);
         for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
             st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, t->local_codes + (int64_t)c * ROUND_CELLS,

@@ -131,6 +131,7 @@ static scfm_status open_x(scfm_matrix *m, h5ad *h, scfm_error *err) {
     } else {
         h->layout = -1;
     }
+    m->small_reads = h->layout == X_CSR;
     if (h->layout < 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s is a group of encoding \"%s\"; expected csr_matrix or "
                          "csc_matrix", m->path, h->x, encoding);

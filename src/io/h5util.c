@@ -1,6 +1,8 @@
 #include "io/h5util.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +209,22 @@ scfm_status scfm_h5_read_strings(hid_t file, const char *path, const char *name,
     return st;
 }
 
+/* Whether the dataset's elements are of class cls and fit int32 (integers)
+ * or are IEEE float32 (floats): then the chunk reader reads them straight
+ * into the chunk, without the slice buffers and HDF5's conversions to
+ * int64 and double. */
+static int converts_exactly(hid_t d, H5T_class_t cls) {
+    hid_t type = H5Dget_type(d);
+    int yes = 0;
+    if (type >= 0 && H5Tget_class(type) == cls) {
+        size_t size = H5Tget_size(type);
+        if (cls == H5T_INTEGER) yes = size < 4 || (size == 4 && H5Tget_sign(type) == H5T_SGN_2);
+        else yes = H5Tequal(type, H5T_IEEE_F32LE) > 0 || H5Tequal(type, H5T_IEEE_F32BE) > 0;
+    }
+    if (type >= 0) H5Tclose(type);
+    return yes;
+}
+
 scfm_status scfm_h5_sparse_open(hid_t file, const char *path, const char *group, int64_t n_major,
                                 int64_t n_minor, const char *major, scfm_h5_sparse *s, scfm_error *err) {
     char name[256];
@@ -229,6 +247,7 @@ scfm_status scfm_h5_sparse_open(hid_t file, const char *path, const char *group,
     if (s->data.length != s->indices.length)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s has %lld entries but %s has %lld", path, s->data.name,
                          (long long)s->data.length, s->indices.name, (long long)s->indices.length);
+    s->direct = converts_exactly(s->indices.id, H5T_INTEGER) && converts_exactly(s->data.id, H5T_FLOAT);
     int64_t ends[2];
     if ((st = scfm_h5_array_read(&s->indptr, H5T_NATIVE_INT64, 0, 1, &ends[0], err)) != SCFM_OK ||
         (st = scfm_h5_array_read(&s->indptr, H5T_NATIVE_INT64, n_major, 1, &ends[1], err)) != SCFM_OK)
@@ -289,6 +308,34 @@ static void slice_free(slice_buf *b) {
     free(b->value);
 }
 
+/* The chunk's cnt entries, read as int32 and float32 from entry `at` on,
+ * checked as scfm_h5_sparse_read_major's slices check them: first a pass
+ * without branches, which the compiler vectorises, then, only when it finds
+ * a problem, the entry-by-entry search for the first one. Floating-point
+ * exception flags are not read, and saying so lets the compiler vectorise
+ * the comparisons. */
+__attribute__((optimize("no-trapping-math")))
+static scfm_status read_direct(scfm_h5_sparse *s, int require_counts, int64_t at, int64_t cnt, scfm_cells_chunk *c,
+                               scfm_error *err) {
+    scfm_status st = scfm_h5_array_read(&s->indices, H5T_NATIVE_INT32, at, cnt, c->genes, err);
+    if (st == SCFM_OK) st = scfm_h5_array_read(&s->data, H5T_NATIVE_FLOAT, at, cnt, c->values, err);
+    if (st != SCFM_OK) return st;
+    /* as unsigned, a negative index is at least 2^31, past any valid one */
+    const uint32_t n_minor = s->n_minor < ((int64_t)1 << 31) ? (uint32_t)s->n_minor : (uint32_t)1 << 31;
+    const int32_t *g = c->genes;
+    const float *v = c->values;
+    int bad = 0;
+    for (int64_t k = 0; k < cnt; k++) bad |= (uint32_t)g[k] >= n_minor;
+    for (int64_t k = 0; k < cnt; k++)
+        bad |= ((fabsf(v[k]) <= FLT_MAX) == 0) | (require_counts & ((v[k] < 0.0f) | (v[k] != truncf(v[k]))));
+    for (int64_t k = 0; bad && k < cnt; k++) {
+        const char *why = scfm_value_problem(v[k], require_counts);
+        if (g[k] < 0 || g[k] >= s->n_minor) return bad_index(s, at + k, g[k], s->n_minor, err);
+        if (why) return bad_value(s, at + k, v[k], why, err);
+    }
+    return SCFM_OK;
+}
+
 scfm_status scfm_h5_sparse_read_major(scfm_h5_sparse *s, int require_counts, int64_t first, int64_t n,
                                       scfm_cells_chunk *c, scfm_error *err) {
     int64_t *ip = c->indptr;
@@ -298,10 +345,11 @@ scfm_status scfm_h5_sparse_read_major(scfm_h5_sparse *s, int require_counts, int
     int64_t lo = ip[0], hi = ip[n];
     slice_buf b = {0};
     st = scfm_chunk_reserve_nnz(c, hi - lo, s->data.file, err);
-    if (st == SCFM_OK) st = slice_alloc(&b, hi - lo, s->data.file, err);
+    if (st == SCFM_OK && s->direct) st = read_direct(s, require_counts, lo, hi - lo, c, err);
+    else if (st == SCFM_OK) st = slice_alloc(&b, hi - lo, s->data.file, err);
     /* The entries of the chunk are contiguous: convert them slice by slice
      * into genes and values, then rebase indptr to start at 0. */
-    for (int64_t at = lo; st == SCFM_OK && at < hi; at += SCFM_MATRIX_SLICE) {
+    for (int64_t at = lo; st == SCFM_OK && !s->direct && at < hi; at += SCFM_MATRIX_SLICE) {
         int64_t cnt = hi - at < SCFM_MATRIX_SLICE ? hi - at : SCFM_MATRIX_SLICE;
         st = scfm_h5_array_read(&s->indices, H5T_NATIVE_INT64, at, cnt, b.index, err);
         if (st == SCFM_OK) st = scfm_h5_array_read(&s->data, H5T_NATIVE_DOUBLE, at, cnt, b.value, err);

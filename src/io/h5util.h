@@ -64,6 +64,7 @@ typedef struct {
     int64_t n_major, n_minor;
     const char *major;  /* what a major index is called in messages: "row", "column" */
     int64_t *ptr;       /* the whole indptr, loaded by the first read_minor */
+    int direct;         /* indices and data convert to int32 and float32 without loss */
 } scfm_h5_sparse;
 
 /* Opens group/{data,indices,indptr} and checks their lengths against the

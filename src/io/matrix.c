@@ -119,6 +119,16 @@ static scfm_status finish_chunk(const scfm_matrix *m, scfm_cells_chunk *c, scfm_
     scfm_status st = SCFM_OK;
     for (int64_t i = 0; st == SCFM_OK && i < c->n_cells; i++) {
         int64_t end = ip[i + 1], start = w;
+        /* The usual cell, already canonical and in place, in one pass without
+         * branches that the compiler vectorises. */
+        int canonical = w == begin;
+        for (int64_t k = begin; k < end; k++) canonical &= c->values[k] != 0;
+        for (int64_t k = begin + 1; k < end; k++) canonical &= c->genes[k] > c->genes[k - 1];
+        if (canonical) {
+            ip[i] = start;
+            w = begin = end;
+            continue;
+        }
         int ascending = 1;
         for (int64_t k = begin; k < end; k++) {
             if (c->values[k] == 0) continue;

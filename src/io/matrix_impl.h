@@ -70,6 +70,10 @@ struct scfm_matrix {
     char entries_field[512];
     const scfm_matrix_ops *ops;
     void *impl;
+    /* Set by h5ad CSR and 10x: a read costs in proportion to its cells, so a
+     * caller may read a few at a time and find them still in cache; other
+     * layouts pass over the file in every read and want large ones. */
+    int small_reads;
 };
 
 SCFM_MATRIX_PRIVATE scfm_status scfm_h5ad_open(scfm_matrix *m, scfm_error *err);

@@ -74,6 +74,7 @@ scfm_status scfm_tenx_open(scfm_matrix *m, scfm_error *err) {
     t->sparse.data.id = t->sparse.indices.id = t->sparse.indptr.id = H5I_INVALID_HID;
     m->impl = t;
     m->ops = &tenx_ops;
+    m->small_reads = 1;
     char group[256] = "matrix", name[300];
     scfm_status st = scfm_h5_open_file(m->path, &t->file, err);
     if (st != SCFM_OK) return st;

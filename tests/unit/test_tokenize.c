@@ -2,6 +2,7 @@
  * cells, the shard writer and reader round trip, the vocabulary file, and
  * the errors for shards made with another vocabulary. The whole pipeline
  * under mpirun, against numpy references, is tests/cli/tokenize.sh. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,75 @@ static void test_rank_truncation_and_specials(void) {
     /* a cell without counts gives nothing, not a lone <cls> */
     const float zeros[] = {0, 0};
     CU_ASSERT_EQUAL(scfm_rank_encode(&special, cell_tokens, zeros, 2, 40.0, scratch, out), 0);
+}
+
+/* The rule written out plainly: qsort on (value descending, token). */
+typedef struct {
+    double value;
+    int32_t token;
+} ranked;
+
+static int by_rank(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->value != y->value) return x->value > y->value ? -1 : 1;
+    return (x->token > y->token) - (x->token < y->token);
+}
+
+/* The encoder cuts keys to fit a word beside the entry's index and fixes the
+ * runs that share a cut key; cells built to stress that: many exact ties
+ * (a few count and median values), values one ulp apart, tokens in and out
+ * of order, zero counts, and rows above 8,192 entries (four radix passes). */
+static void test_rank_matches_plain_sort(void) {
+    enum { VOCAB = 20000 };
+    double *med = malloc(sizeof(double) * VOCAB);
+    int32_t *tokens = malloc(sizeof(int32_t) * VOCAB), *out = malloc(sizeof(int32_t) * VOCAB);
+    float *counts = malloc(sizeof(float) * VOCAB);
+    ranked *want = malloc(sizeof(ranked) * VOCAB);
+    scfm_cell_entry *scratch = malloc(sizeof(scfm_cell_entry) * 2 * VOCAB);
+    CU_ASSERT_FATAL(med && tokens && out && counts && want && scratch);
+    uint64_t state = 12345;
+    for (int round = 0; round < 40; round++) {
+        /* a 64-bit LCG: the same cells on every platform */
+#define DRAW() (state = state * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(state >> 33))
+        const int kinds = 1 + round % 4;
+        for (int g = 0; g < VOCAB; g++) {
+            double base = kinds == 1 ? 1.0 : 0.25 * (1 + DRAW() % 8);
+            med[g] = round % 5 == 4 ? nextafter(base, 2.0 * (DRAW() % 2)) : base * (kinds == 4 ? 1 + DRAW() % 1000 : 1);
+        }
+        const int n = round < 30 ? 1 + (int)(DRAW() % 3000) : 8193 + (int)(DRAW() % 10000);
+        for (int k = 0; k < n; k++) tokens[k] = 2 + k;
+        if (round % 2) /* shuffled: the index order is not the token order */
+            for (int k = n - 1; k > 0; k--) {
+                int j = (int)(DRAW() % (uint32_t)(k + 1));
+                int32_t t = tokens[k];
+                tokens[k] = tokens[j];
+                tokens[j] = t;
+            }
+        double total = 0;
+        for (int k = 0; k < n; k++) {
+            counts[k] = DRAW() % 7 == 0 ? 0.0f : (float)(1 + DRAW() % (kinds == 1 ? 3 : 200));
+            total += counts[k];
+        }
+        if (total == 0) continue;
+        scfm_rank_params p = {med, 2, 10000.0, 2048, -1, -1};
+        int m = 0;
+        for (int k = 0; k < n; k++)
+            if (counts[k] > 0)
+                want[m++] = (ranked){(double)counts[k] / total * p.target_sum / med[tokens[k] - 2], tokens[k]};
+        qsort(want, (size_t)m, sizeof *want, by_rank);
+        int len = scfm_rank_encode(&p, tokens, counts, n, total, scratch, out);
+        CU_ASSERT_EQUAL_FATAL(len, m < 2048 ? m : 2048);
+        int same = 1;
+        for (int k = 0; k < len; k++) same &= out[k] == want[k].token;
+        CU_ASSERT(same);
+#undef DRAW
+    }
+    free(med);
+    free(tokens);
+    free(out);
+    free(counts);
+    free(want);
+    free(scratch);
 }
 
 /* ---- bin encoder ---- */
@@ -331,6 +401,7 @@ static void test_missing_shard(void) {
 static CU_TestInfo tests[] = {
     {"rank: order by normalised value, ties by token id", test_rank_order_and_ties},
     {"rank: truncation and <cls>/<eos>", test_rank_truncation_and_specials},
+    {"rank: random cells against a plain sort", test_rank_matches_plain_sort},
     {"bin: distinct values take their quantile bins", test_bin_distinct_values},
     {"bin: linear interpolation between values", test_bin_interpolated_edge},
     {"bin: values on several edges draw their bin", test_bin_ties_are_drawn},
