@@ -34,6 +34,11 @@ typedef struct {
     int special_tokens;      /* ids below it are special (never masked, left out of mean pooling); 0: from data.vocab */
     scfm_pool pool;          /* how a cell embedding is read off the encoder */
     int num_labels;          /* classes of the classification head; 0: none */
+    /* The contrastive head (contrastive.projection.*), set by scfm train from
+     * the objective section rather than read from the model section: */
+    int projection_dim;      /* width of the projection; 0: no contrastive head */
+    int learn_temperature;   /* 1: contrastive.log_temperature is a parameter */
+    double temperature;      /* the fixed temperature, or the learned one's start */
 } scfm_model_config;
 
 typedef struct {
@@ -74,6 +79,16 @@ typedef struct {
     double validation_fraction; /* of the cells, held out (seeded by train.seed) */
 } scfm_finetune_config;
 
+/* What pretraining optimises: weighted losses (docs/objectives.md). */
+typedef struct {
+    double mlm;              /* weight of the masked-gene loss; 0: no masking */
+    double contrastive;      /* weight of the InfoNCE loss between two views of each cell; 0: off */
+    double temperature;      /* InfoNCE temperature (the start when learned) */
+    int learn_temperature;   /* 1: learn log(temperature) */
+    int projection_dim;      /* output width of the projection head */
+    double view_fraction;    /* of each cell's genes, the share each view draws (<= 0.5: disjoint) */
+} scfm_objective_config;
+
 typedef struct {
     char source[SCFM_PATH_MAX];  /* the file it was read from */
     scfm_data_config data;
@@ -81,6 +96,7 @@ typedef struct {
     scfm_train_config train;
     scfm_checkpoint_config checkpoint;
     scfm_finetune_config finetune;
+    scfm_objective_config objective;
 } scfm_config;
 
 /* Fills every key with its documented default. */

@@ -56,7 +56,8 @@ enum {
     SCFM_STREAM_DROPOUT = 2,
     SCFM_STREAM_SHUFFLE = 3,
     SCFM_STREAM_INIT = 4,
-    SCFM_STREAM_HOLDOUT = 5
+    SCFM_STREAM_HOLDOUT = 5,
+    SCFM_STREAM_VIEW = 6
 };
 
 /* CRC-32 (IEEE, as zlib's crc32): start with crc = 0, feed pieces in order. */

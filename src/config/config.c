@@ -66,7 +66,7 @@ static const char *const position_names[] = {"learned", "none", NULL};
 static const char *const schedule_names[] = {"linear", "cosine", "constant", NULL};
 static const char *const pool_names[] = {"mean", "cls", NULL};
 
-static const char *const sections[] = {"data", "model", "train", "checkpoint", "finetune"};
+static const char *const sections[] = {"data", "model", "train", "checkpoint", "finetune", "objective"};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static const key_desc keys[] = {
@@ -155,6 +155,21 @@ static const key_desc keys[] = {
         "`scfm finetune`: when > 0, the embeddings and this many first layers are not updated"),
     FLOAT("finetune", "validation_fraction", finetune.validation_fraction, 0.1, 0, 1, F_MAX_OPEN,
           "`scfm finetune`: fraction of the labelled cells held out for validation, drawn from train.seed"),
+
+    FLOAT("objective", "mlm", objective.mlm, 1, 0, 1e6, 0,
+          "weight of the masked-gene loss (mean cross-entropy over the step's masked tokens); 0: no masking"),
+    FLOAT("objective", "contrastive", objective.contrastive, 0, 0, 1e6, 0,
+          "weight of the contrastive loss (mean InfoNCE over the step's views) between two gene-subset views "
+          "of each cell, the views of every rank as negatives (docs/objectives.md); 0: off"),
+    FLOAT("objective", "temperature", objective.temperature, 0.1, 0, 100, F_MIN_OPEN,
+          "InfoNCE temperature; with objective.learn_temperature its starting value"),
+    INT("objective", "learn_temperature", objective.learn_temperature, 0, 0, 1, 0,
+        "1: learn log(temperature) (`contrastive.log_temperature`); 0: keep it fixed"),
+    INT("objective", "projection_dim", objective.projection_dim, 128, 1, 65536, 0,
+        "width of the projection head (Linear, activation, Linear; `contrastive.projection.*`) whose "
+        "L2-normalised output enters InfoNCE"),
+    FLOAT("objective", "view_fraction", objective.view_fraction, 0.5, 0, 0.5, F_MIN_OPEN,
+          "share of a cell's gene tokens drawn into each of its two disjoint views; 0.5 splits them"),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
