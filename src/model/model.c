@@ -566,6 +566,7 @@ static scfm_status encoder_forward(scfm_model *m, const scfm_batch *b, int train
     m->seed = seed;
     m->epoch = epoch;
     m->n_labelled = 0;
+    m->proj_dz = NULL; /* a contrastive gradient belongs to the forward it followed */
     const int T = b->n_tokens, C = m->C;
     const float eps = (float)m->cfg.layer_norm_eps;
     for (int c = 0; c < b->n_cells; c++)

@@ -500,7 +500,6 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     /* The contrastive objective masks the views, not the loader's cells. */
     scfm_mask_config view_mask = lc.mask;
     view_mask.mask_prob = tc->mask_prob;
-    if (view_mask.vocab_size == 0) view_mask.vocab_size = facts.vocab_size;
     st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
