@@ -10,7 +10,11 @@
  * tokens (ids 2..V-1, fixed seed), masks them once with the configured
  * masking (15%, 80/10/10 by default) and times full training steps:
  * zero grad, forward (training, so the configured dropout is on), backward,
- * global grad norm + clip, AdamW. W untimed warm-up steps, then S timed
+ * global grad norm + clip, AdamW. With objective.contrastive > 0 the cells
+ * become their two views (scfm_batch_views), masked when objective.mlm > 0,
+ * and each step adds the projection head and InfoNCE over all views (one
+ * process: what scfm_contrastive_step computes at one rank); tokens are the
+ * views' tokens. W untimed warm-up steps, then S timed
  * ones. Prints one line of JSON on stdout. --print-config prints the resolved
  * model/train settings as JSON and exits (train_vs_pytorch.py and
  * pytorch_train.py use it so that PyTorch runs the very same configuration).
@@ -199,11 +203,15 @@ static void print_config_json(const scfm_config *cfg, const options *o) {
            "\"dropout\": %.17g, \"attention_dropout\": %.17g, \"layer_norm_eps\": %.17g, "
            "\"init_std\": %.17g, \"lr\": %.17g, \"beta1\": %.17g, \"beta2\": %.17g, "
            "\"adam_eps\": %.17g, \"weight_decay\": %.17g, \"clip_norm\": %.17g, \"seed\": %lld, "
-           "\"mask_prob\": %.17g, \"mask_token_prob\": %.17g, \"random_token_prob\": %.17g}\n",
+           "\"mask_prob\": %.17g, \"mask_token_prob\": %.17g, \"random_token_prob\": %.17g, "
+           "\"mlm\": %.17g, \"contrastive\": %.17g, \"temperature\": %.17g, \"learn_temperature\": %d, "
+           "\"projection_dim\": %d, \"view_fraction\": %.17g}\n",
            m->vocab_size, m->max_len, m->layers, m->hidden, m->heads, m->ffn, act[m->activation],
            norm[m->norm], pos[m->position], m->dropout, m->attention_dropout, m->layer_norm_eps,
            m->init_std, t->lr, t->beta1, t->beta2, t->adam_eps, t->weight_decay, t->clip_norm,
-           (long long)t->seed, t->mask_prob, t->mask_token_prob, t->random_token_prob);
+           (long long)t->seed, t->mask_prob, t->mask_token_prob, t->random_token_prob, cfg->objective.mlm,
+           cfg->objective.contrastive, cfg->objective.temperature, cfg->objective.learn_temperature,
+           cfg->objective.projection_dim, cfg->objective.view_fraction);
 }
 
 int main(int argc, char **argv) {
@@ -255,8 +263,23 @@ int main(int argc, char **argv) {
     const scfm_train_config *tc = &cfg.train;
     scfm_mask_config mask = {tc->mask_prob, tc->mask_token_prob, tc->random_token_prob,
                              SCFM_TOKEN_MASK + 1, o.vocab};
-    scfm_batch_mask(&batch, &mask, (uint64_t)tc->seed, 0);
-    if (batch.n_targets == 0) {
+    const int contrastive = cfg.objective.contrastive > 0.0;
+    if (contrastive) {
+        scfm_batch cells = batch;
+        scfm_batch_init(&batch);
+        scfm_status st = scfm_batch_views(&cells, &batch, cfg.objective.view_fraction, SCFM_TOKEN_MASK + 1,
+                                          (uint64_t)tc->seed, 0, &err);
+        scfm_batch_free(&cells);
+        if (st != SCFM_OK) {
+            fprintf(stderr, "bench_train: %s\n", err.message);
+            return 1;
+        }
+        cfg.model.projection_dim = cfg.objective.projection_dim;
+        cfg.model.learn_temperature = cfg.objective.learn_temperature;
+        cfg.model.temperature = cfg.objective.temperature;
+    }
+    if (!contrastive || cfg.objective.mlm > 0.0) scfm_batch_mask(&batch, &mask, (uint64_t)tc->seed, 0);
+    if (batch.n_targets == 0 && (!contrastive || cfg.objective.mlm > 0.0)) {
         fprintf(stderr, "bench_train: the mask selected no token; use longer cells\n");
         return 1;
     }
@@ -281,7 +304,16 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    const float loss_scale = 1.0f / (float)batch.n_targets;
+    const float loss_scale = batch.n_targets > 0 ? (float)cfg.objective.mlm / (float)batch.n_targets : 0.0f;
+    const int n_views = batch.n_cells, P = cfg.model.projection_dim;
+    const float con_scale = contrastive ? (float)cfg.objective.contrastive / (float)n_views : 0.0f;
+    float *sim = contrastive ? malloc(sizeof(float) * (size_t)n_views * n_views) : NULL;
+    float *probs = contrastive ? malloc(sizeof(float) * (size_t)n_views * n_views) : NULL;
+    float *dz = contrastive ? malloc(sizeof(float) * (size_t)n_views * P) : NULL;
+    if (contrastive && (!sim || !probs || !dz)) {
+        fprintf(stderr, "bench_train: out of memory\n");
+        return 1;
+    }
     float *grads = scfm_model_grads(model);
     for (int s = 0; s < total; s++) {
         double t0 = scfm_now();
@@ -291,6 +323,20 @@ int main(int argc, char **argv) {
             SCFM_OK) {
             fprintf(stderr, "bench_train: step %d: %s\n", s, err.message);
             return 1;
+        }
+        double loss = batch.n_targets > 0 ? cfg.objective.mlm * loss_sum / batch.n_targets : 0.0;
+        if (contrastive) {
+            const float *z;
+            if (scfm_model_contrastive_forward(model, &batch, &z, &err) != SCFM_OK) {
+                fprintf(stderr, "bench_train: step %d: %s\n", s, err.message);
+                return 1;
+            }
+            const float lt = scfm_model_log_temperature(model);
+            loss += con_scale * scfm_infonce_forward(sim, probs, z, n_views, P, 0, n_views, lt);
+            memset(dz, 0, sizeof(float) * (size_t)n_views * P);
+            scfm_infonce_backward(dz, scfm_model_log_temperature_grad(model), probs, sim, z, n_views, P, 0, n_views,
+                                  lt, con_scale);
+            scfm_model_contrastive_grad(model, dz);
         }
         double t1 = scfm_now();
         scfm_model_backward(model, &batch, loss_scale);
@@ -307,7 +353,7 @@ int main(int argc, char **argv) {
         fwd_s[s] = t1 - t0;
         bwd_s[s] = t2 - t1;
         opt_s[s] = t3 - t2;
-        losses[s] = loss_sum / (double)batch.n_targets;
+        losses[s] = loss;
         fprintf(stderr, "bench_train: step %d/%d%s: %.4f s, loss %.4f\n", s + 1, total,
                 s < o.warmup ? " (warm-up)" : "", step_s[s], losses[s]);
     }
@@ -357,6 +403,9 @@ int main(int argc, char **argv) {
     printf("\"loss_first\": %.6f, \"loss_last\": %.6f}\n", losses[0], losses[total - 1]);
     fflush(stdout);
 
+    free(sim);
+    free(probs);
+    free(dz);
     free(step_s);
     free(fwd_s);
     free(bwd_s);

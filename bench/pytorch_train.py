@@ -19,6 +19,14 @@ weight decay; decay only on matrices, as scfm). The batch is B cells of L
 random gene ids 2..V-1 (no padding); 15% of positions are selected and
 corrupted 80/10/10 (<mask>=1 / random gene / unchanged).
 
+With objective.contrastive > 0 (as bench_train): every cell becomes two views,
+its L genes cut in two halves of L/2 by a random permutation (order kept;
+scfm draws each gene's view, so its views are L/2 long on average), masked
+when objective.mlm > 0; the loss adds objective.contrastive x the mean
+symmetric InfoNCE over the 2B views of mean-pooled final hidden states through
+Linear(C, P), activation, Linear(P, P) and L2 normalisation, temperature
+fixed or a learned log-temperature; tokens are the views' tokens.
+
 --head masked (the default) runs the MLM head (transform + tied decoder) only
 at the masked positions, which is what scfm does; --head full runs the stock
 BertForMaskedLM forward with labels (logits at every position, about
@@ -115,8 +123,16 @@ def main(argv):
     rng = np.random.default_rng(a.data_seed)
     B, L, V = a.cells_per_batch, a.cell_len, s["vocab_size"]
     ids = rng.integers(2, V, size=(B, L), dtype=np.int64)
+    contrastive = s.get("contrastive", 0.0) > 0
+    mlm_weight = s.get("mlm", 1.0) if contrastive else 1.0
+    if contrastive:  # rows 2k and 2k+1: the two views of cell k
+        keep = np.sort(np.argsort(rng.random((B, L)), axis=1), axis=1)
+        halves = [np.take_along_axis(ids, np.sort(keep[:, h * (L // 2):(h + 1) * (L // 2)], axis=1), 1)
+                  for h in (0, 1)]
+        ids = np.stack(halves, axis=1).reshape(2 * B, L // 2)
+        B, L = 2 * B, L // 2
     labels = np.full((B, L), -100, dtype=np.int64)
-    selected = rng.random((B, L)) < s["mask_prob"]
+    selected = rng.random((B, L)) < (s["mask_prob"] if mlm_weight > 0 else 0.0)
     labels[selected] = ids[selected]
     action = rng.random((B, L))
     to_mask = selected & (action < s["mask_token_prob"])
@@ -130,8 +146,18 @@ def main(argv):
     target_lab = flat_labels[target_pos]
     n_targets = int(target_pos.numel())
 
+    params = list(model.parameters())
+    if contrastive:
+        P = s["projection_dim"]
+        act = torch.nn.GELU() if s["activation"] == "gelu" else torch.nn.ReLU()
+        projection = torch.nn.Sequential(torch.nn.Linear(s["hidden"], P), act, torch.nn.Linear(P, P))
+        log_tau = torch.nn.Parameter(torch.tensor(float(np.log(s["temperature"]))),
+                                     requires_grad=bool(s["learn_temperature"]))
+        params += list(projection.parameters()) + ([log_tau] if s["learn_temperature"] else [])
+        pair = torch.arange(B) ^ 1
+        diagonal = torch.eye(B, dtype=torch.bool)
     decay, no_decay = [], []
-    for p in model.parameters():  # deduplicated: the decoder weight is the word embedding
+    for p in params:  # deduplicated: the decoder weight is the word embedding
         (decay if p.dim() >= 2 else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}],
@@ -142,9 +168,17 @@ def main(argv):
     def forward():
         if a.head == "full":
             return model(input_ids=input_ids, labels=labels_t).loss
-        hidden = model.bert(input_ids=input_ids).last_hidden_state.reshape(-1, C)
-        logits = model.cls(hidden.index_select(0, target_pos))
-        return F.cross_entropy(logits, target_lab)
+        states = model.bert(input_ids=input_ids).last_hidden_state
+        hidden = states.reshape(-1, C)
+        loss = 0.0
+        if n_targets > 0:
+            logits = model.cls(hidden.index_select(0, target_pos))
+            loss = mlm_weight * F.cross_entropy(logits, target_lab)
+        if contrastive:
+            z = F.normalize(projection(states.mean(1)), dim=1)
+            sim = (z @ z.T / torch.exp(log_tau)).masked_fill(diagonal, float("-inf"))
+            loss = loss + s["contrastive"] * F.cross_entropy(sim, pair)
+        return loss
 
     total = a.warmup + a.steps
     step_s, fwd_s, bwd_s, opt_s, losses = [], [], [], [], []
@@ -155,7 +189,7 @@ def main(argv):
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         t3 = time.perf_counter()
         step_s.append(t3 - t0)
@@ -190,7 +224,7 @@ def main(argv):
     result = {
         "impl": "pytorch", "config": a.config, "cells_per_batch": B, "cell_len": L, "vocab": V,
         "tokens_per_step": T, "targets_per_step": n_targets,
-        "params": sum(p.numel() for p in model.parameters()), "threads": threads,
+        "params": sum(p.numel() for p in params), "threads": threads,
         "torch_version": torch.__version__, "transformers_version": transformers.__version__,
         "attn_implementation": attn_impl, "head": a.head,
         "warmup": a.warmup, "steps": a.steps,

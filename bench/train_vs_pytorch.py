@@ -15,6 +15,7 @@ bench_train measured in the same process (square 2048^3, and the T x C x C
 shape of the attention projections).
 
 Cases (--cases): tiny (8 cells x 256 tokens; tiny's max_len is 256),
+contrastive (configs/contrastive.cfg, 32 cells x 128 tokens as two views each),
 6L = geneformer-v1-6L (2 cells x 2048 tokens) and 6L-noattndrop (the same
 with model.attention_dropout=0, see CASES), vocabulary 25426 (Geneformer V1).
 OMP_NUM_THREADS is set to --threads for both; OPENBLAS_CORETYPE is kept from
@@ -43,8 +44,11 @@ CASES = [
     ("geneformer-v1-6L", "configs/geneformer-v1-6L.cfg", 2, 2048, 1, 3, []),
     ("geneformer-v1-6L, attention_dropout=0", "configs/geneformer-v1-6L.cfg", 2, 2048, 1, 3,
      ["model.attention_dropout=0"]),
+    # masked genes + contrastive (configs/contrastive.cfg): 32 cells of 128
+    # genes become 64 views of about 64 tokens
+    ("contrastive", "configs/contrastive.cfg", 32, 128, 5, 20, []),
 ]
-CASE_KEYS = {"tiny": 0, "6L": 1, "6L-noattndrop": 2}
+CASE_KEYS = {"tiny": 0, "6L": 1, "6L-noattndrop": 2, "contrastive": 3}
 
 
 def parse_args(argv):

@@ -41,16 +41,25 @@ typedef struct {
     char condition_column[256]; /* obs column of the shards whose code conditions every token; "": none */
     int num_conditions;      /* rows of the condition embedding; 0: from the shards' categories */
     int value_log1p;         /* the bins were made from log1p-normalised counts (set from the shards) */
+    /* The contrastive head (contrastive.projection.*), set by scfm train from
+     * the objective section rather than read from the model section: */
+    int projection_dim;      /* width of the projection; 0: no contrastive head */
+    int learn_temperature;   /* 1: contrastive.log_temperature is a parameter */
+    double temperature;      /* the fixed temperature, or the learned one's start */
 } scfm_model_config;
 
-/* How the losses of the heads combine: each term of an objective enters the
- * loss times its weight (scfm_model_forward). */
+/* What pretraining optimises: each term of an objective enters the loss
+ * times its weight (docs/objectives.md). */
 typedef struct {
     double mlm;              /* masked gene tokens (Geneformer); 0 turns gene masking off */
     double value;            /* masked expression values (scGPT's masked value prediction) */
     double mvc;              /* each masked value from the cell embedding (scGPT's MVC/GEPC) */
     double value_mask_prob;  /* fraction of gene tokens whose value is masked */
-    /* contrastive objective: its keys go here */
+    double contrastive;      /* InfoNCE between two views of each cell, negatives from every rank */
+    double temperature;      /* InfoNCE temperature (the start when learned) */
+    int learn_temperature;   /* 1: learn log(temperature) */
+    int projection_dim;      /* output width of the projection head */
+    double view_fraction;    /* of each cell's genes, the share each view draws (<= 0.5: disjoint) */
 } scfm_objective_config;
 
 typedef struct {

@@ -57,7 +57,8 @@ enum {
     SCFM_STREAM_SHUFFLE = 3,
     SCFM_STREAM_INIT = 4,
     SCFM_STREAM_HOLDOUT = 5,
-    SCFM_STREAM_VALUE_MASK = 6
+    SCFM_STREAM_VALUE_MASK = 6,
+    SCFM_STREAM_VIEW = 7
 };
 
 /* CRC-32 (IEEE, as zlib's crc32): start with crc = 0, feed pieces in order. */

@@ -72,6 +72,20 @@ void scfm_batch_mask(scfm_batch *b, const scfm_mask_config *mc, uint64_t seed, u
 void scfm_batch_mask_values(scfm_batch *b, double prob, int first_gene, int32_t mask_bin, uint64_t seed,
                             uint32_t epoch);
 
+/* The two views of the contrastive objective (src/data/views.c). Each gene
+ * token (id >= first_gene) of each cell of `cells` draws u from Philox keyed
+ * by (seed, epoch, cell id, position in the cell): u < fraction puts it in
+ * view 0, u >= 1 - fraction in view 1 (fraction <= 0.5: disjoint; 0.5: a
+ * split). Special tokens (<cls>, <eos>) go to both views, in place. A view
+ * keeps its tokens' order and is renumbered from position 0, so a rank-encoded
+ * gene's position is its rank among the view's genes. `views` gets the pairs
+ * as adjacent cells 2k (view 0) and 2k + 1 (view 1) with cell ids 2 id and
+ * 2 id + 1, which key their masks and dropout apart; the label of the cell is
+ * copied to both. A cell whose draw leaves a view without genes is left out.
+ * So the views depend on (seed, epoch, cell) only, never on packing or ranks. */
+scfm_status scfm_batch_views(const scfm_batch *cells, scfm_batch *views, double fraction, int first_gene,
+                             uint64_t seed, uint32_t epoch, scfm_error *err);
+
 /* A set of token shards: directory of shard_*.h5 (see docs/formats.md). The
  * accessors of format 2 (mode, vocabulary hash, cell ids, bin values) and the
  * writer are declared with the tokenizer below. */

@@ -134,6 +134,63 @@ void scfm_model_add_embedding_rows(scfm_model *m, const int32_t *tokens, const f
 /* Final hidden states of the last forward, [n_tokens, hidden]. */
 const float *scfm_model_hidden(const scfm_model *m);
 
+/* ---- contrastive objective (src/model/contrastive.c; docs/objectives.md) ----
+ * A model created with projection_dim P > 0 carries a projection head on the
+ * pooled cell embedding x[n,C] (model.pool):
+ *   h1 = x w1^T + b1, a1 = act(h1), h2 = a1 w2^T + b2, z = h2 / |h2|
+ * with w1 = contrastive.projection.0.weight [P,C], b1 = ...0.bias [P],
+ * w2 = contrastive.projection.2.weight [P,P], b2 = ...2.bias [P] (the names
+ * of a torch.nn.Sequential(Linear, act, Linear)), act the model's activation,
+ * and with learn_temperature the scalar contrastive.log_temperature [1]. */
+
+/* Activations of the projection head for up to `cap` cells. */
+typedef struct {
+    float *x;      /* [n,C] pooled embeddings */
+    float *h1, *a1, *h2, *z; /* [n,P] */
+    float *rnorm;  /* [n] 1 / |h2| */
+    float *d1, *d2; /* [n,max(C,P)] backward scratch */
+    int cap;
+} scfm_projection_acts;
+
+/* Grows acts to n cells of widths C and P. */
+scfm_status scfm_projection_reserve(scfm_projection_acts *a, int n, int C, int P, scfm_error *err);
+void scfm_projection_free(scfm_projection_acts *a);
+/* a->z[n,P] from a->x[n,C] as above (act: SCFM_ACT_GELU or SCFM_ACT_RELU). */
+void scfm_projection_forward(scfm_projection_acts *a, const float *w1, const float *b1, const float *w2,
+                             const float *b2, int n, int C, int P, scfm_activation act);
+/* dx[n,C] = d/dx, and dw1[P,C], db1[P], dw2[P,P], db2[P] += d/dparams, of
+ * the loss whose gradient at z is dz[n,P]; uses the activations of the last
+ * forward (a->d1, a->d2 are overwritten). */
+void scfm_projection_backward(scfm_projection_acts *a, float *dx, float *dw1, float *db1, float *dw2, float *db2,
+                              const float *dz, const float *w1, const float *w2, int n, int C, int P,
+                              scfm_activation act);
+
+/* Symmetric InfoNCE (SimCLR's NT-Xent) over N views z_all[N,P] (unit rows),
+ * where views 2k and 2k + 1 are a positive pair and every other view is a
+ * negative: for the anchors i in [lo, lo + n),
+ *   s_ij = z_i . z_j / tau (j != i),  l_i = -s_i,pair(i) + log sum_{j != i} exp(s_ij),
+ * tau = exp(log_tau). Returns sum_i l_i; keeps sim[n,N] = s (the diagonal
+ * unused) and probs[n,N] = softmax_j s_ij (0 on the diagonal) for backward. */
+double scfm_infonce_forward(float *sim, float *probs, const float *z_all, int N, int P, int lo, int n,
+                            float log_tau);
+/* dz_all[N,P] += scale * d(sum_i l_i)/dz_all: every row, since an anchor's
+ * loss reaches all views; *dlog_tau += the same for log(tau) (dlog_tau may
+ * be NULL). probs is overwritten. */
+void scfm_infonce_backward(float *dz_all, float *dlog_tau, float *probs, const float *sim, const float *z_all,
+                           int N, int P, int lo, int n, float log_tau, float scale);
+
+/* After scfm_model_forward on b (a model with a projection head): the unit
+ * projections z[n_cells, P] of b's cells, valid until the next forward. */
+scfm_status scfm_model_contrastive_forward(scfm_model *m, const scfm_batch *b, const float **z, scfm_error *err);
+/* d(loss)/dz[n_cells, P] (already scaled) for the next scfm_model_backward on
+ * the same batch, which takes it through the projection head and pooling
+ * into the encoder; dz must stay valid until then, and is used once. */
+void scfm_model_contrastive_grad(scfm_model *m, const float *dz);
+/* log(temperature): the parameter when learned, else log of the fixed one;
+ * the gradient slot is NULL when it is fixed. */
+float scfm_model_log_temperature(const scfm_model *m);
+float *scfm_model_log_temperature_grad(scfm_model *m);
+
 /* ---- Hugging Face transformers format (src/model/hf.c; docs/export.md) ----
  * A directory that transformers.BertForMaskedLM.from_pretrained loads:
  * config.json, model.safetensors (F32, the names above plus a zero

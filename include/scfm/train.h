@@ -95,7 +95,11 @@ scfm_status scfm_power_law_fit(const double *x, const double *y, int n, double *
 /* What the loop reports after every step. */
 typedef struct {
     int64_t step, steps;
-    double loss;          /* mean cross-entropy over the step's masked tokens */
+    double loss;          /* mlm_loss + objective.contrastive x contrastive_loss */
+    double mlm_loss;      /* the token-level heads' loss (masked genes, values, MVC, classifier), each
+                             term times its objective.* weight, averaged over the step's loss terms */
+    double contrastive_loss; /* contrastive objective: mean InfoNCE over the step's views */
+    int64_t views;        /* contrastive objective: views (2 per cell) in the step; 0 without it */
     double lr, grad_norm;
     int64_t tokens;       /* tokens this step */
     int64_t targets;
@@ -138,6 +142,28 @@ typedef struct {
  * status; SCFM_ERR_INTERRUPTED after a stop request was honoured (a
  * checkpoint was written). */
 scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err);
+
+/* ---- the contrastive objective across ranks (src/train/contrastive.c) ----
+ * The views of micro-batch a of every rank form one global batch: each view's
+ * positive is its pair, its negatives every other view of micro-batch a on
+ * every rank (docs/objectives.md). */
+typedef struct scfm_contrastive scfm_contrastive;
+
+scfm_status scfm_contrastive_create(scfm_contrastive **out, scfm_error *err);
+void scfm_contrastive_free(scfm_contrastive *c);
+
+/* Collective, once per micro-batch index on every rank. local: this rank's
+ * status so far (a failure, or b NULL for no cells, contributes no views; a
+ * failure anywhere fails every rank). After scfm_model_forward on b, gathers
+ * the unit projections of all ranks' views in rank order, adds to *loss_sum
+ * the InfoNCE losses of this rank's views as anchors against all of them,
+ * and hands the model d(scale x the loss of every rank's anchors)/dz of its
+ * own views, summed over ranks, for the next scfm_model_backward on b; this
+ * rank's anchors' part of the log-temperature gradient goes into the
+ * gradient buffer, which the data-parallel reduction sums. So N ranks compute
+ * exactly the gradient of one process holding the same global batch. */
+scfm_status scfm_contrastive_step(scfm_contrastive *c, scfm_comm *comm, scfm_model *m, const scfm_batch *b,
+                                  scfm_status local, float scale, double *loss_sum, scfm_error *err);
 
 /* ---- inference (src/train/infer.c) ---------------------------------- */
 

@@ -179,7 +179,18 @@ static const key_desc keys[] = {
           "weight of the masked values predicted from the cell embedding (scGPT's MVC): needs `bin` shards"),
     FLOAT("objective", "value_mask_prob", objective.value_mask_prob, 0.4, 0, 1, F_MIN_OPEN | F_MAX_OPEN,
           "fraction of gene tokens whose value is masked for objective.value and objective.mvc"),
-    /* contrastive objective keys */
+    FLOAT("objective", "contrastive", objective.contrastive, 0, 0, 1e6, 0,
+          "weight of the contrastive loss (mean InfoNCE over the step's views) between two gene-subset views "
+          "of each cell, the views of every rank as negatives (docs/objectives.md); 0: off"),
+    FLOAT("objective", "temperature", objective.temperature, 0.1, 0, 100, F_MIN_OPEN,
+          "InfoNCE temperature; with objective.learn_temperature its starting value"),
+    INT("objective", "learn_temperature", objective.learn_temperature, 0, 0, 1, 0,
+        "1: learn log(temperature) (`contrastive.log_temperature`); 0: keep it fixed"),
+    INT("objective", "projection_dim", objective.projection_dim, 128, 1, 65536, 0,
+        "width of the projection head (Linear, activation, Linear; `contrastive.projection.*`) whose "
+        "L2-normalised output enters InfoNCE"),
+    FLOAT("objective", "view_fraction", objective.view_fraction, 0.5, 0, 0.5, F_MIN_OPEN,
+          "share of a cell's gene tokens drawn into each of its two disjoint views; 0.5 splits them"),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 

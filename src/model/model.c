@@ -11,6 +11,8 @@
  *   value head w_val[O,C] b_val[O] (O = B for "ce", 1 for "mse") and the MVC
  *   head w_q[C,C] b_q[C] w_mvc[C,C] after the classifier
  *   num_conditions > 0 only: wce[NC,C] after wve
+ *   projection_dim P' > 0 only: w_p1[P',C] b_p1[P'] w_p2[P',P'] b_p2[P'] and,
+ *     learned, log_tau[1]: the contrastive head (src/model/contrastive.c)
  * ln_a / ln_f are `attention.output.LayerNorm` / `output.LayerNorm`: after
  * the residual in post-LN (BERT), before attention / the FFN in pre-LN.
  *
@@ -39,6 +41,7 @@ typedef struct {
     float *w_cls, *b_cls;
     float *wve, *wce;                     /* value bins, conditions */
     float *w_val, *b_val, *w_q, *b_q, *w_mvc; /* value and MVC heads */
+    float *w_p1, *b_p1, *w_p2, *b_p2, *log_tau;
 } weights;
 
 /* Activations of one layer for T tokens (see the forward passes). */
@@ -98,6 +101,10 @@ struct scfm_model {
     int training;
     uint64_t seed;
     uint32_t epoch;
+
+    /* the contrastive head's activations, and d(loss)/dz for the next backward */
+    scfm_projection_acts proj;
+    const float *proj_dz;
 };
 
 /* ---- parameter layout --------------------------------------------------- */
@@ -223,6 +230,15 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
         v->w_cls = v->b_cls = NULL;
     }
     place_value_heads(&lw, v);
+    v->w_p1 = v->b_p1 = v->w_p2 = v->b_p2 = v->log_tau = NULL;
+    if (m->cfg.projection_dim > 0) {
+        const int P = m->cfg.projection_dim;
+        v->w_p1 = place(&lw, "contrastive.projection.0.weight", P, C, 1);
+        v->b_p1 = place(&lw, "contrastive.projection.0.bias", P, 0, 0);
+        v->w_p2 = place(&lw, "contrastive.projection.2.weight", P, P, 1);
+        v->b_p2 = place(&lw, "contrastive.projection.2.bias", P, 0, 0);
+        if (m->cfg.learn_temperature) v->log_tau = place(&lw, "contrastive.log_temperature", 1, 0, 0);
+    }
     return lw.offset;
 }
 
@@ -231,7 +247,8 @@ scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, sc
     if (cfg->vocab_size < 3 || cfg->hidden < 1 || cfg->heads < 1 || cfg->hidden % cfg->heads ||
         cfg->layers < 1 || cfg->ffn < 1 || cfg->max_len < 1 || cfg->num_labels < 0 ||
         cfg->special_tokens < 0 || cfg->special_tokens >= cfg->vocab_size || cfg->value_bins < 0 ||
-        cfg->value_bins == 1 || cfg->value_bins > 256 || cfg->num_conditions < 0)
+        cfg->value_bins == 1 || cfg->value_bins > 256 || cfg->num_conditions < 0 || cfg->projection_dim < 0 ||
+        (cfg->projection_dim > 0 && !(cfg->temperature > 0.0)))
         return scfm_fail(err, SCFM_ERR_ARG,
                          "invalid model shape: vocab %d, hidden %d, heads %d, layers %d, ffn %d, "
                          "max_len %d, labels %d, special tokens %d, value bins %d, conditions %d",
@@ -253,7 +270,7 @@ scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, sc
     m->w.layers = calloc((size_t)m->NL, sizeof(layer_weights));
     m->g.layers = calloc((size_t)m->NL, sizeof(layer_weights));
     m->acts = calloc((size_t)m->NL, sizeof(layer_acts));
-    m->tensors = calloc((size_t)(16 * m->NL + 32), sizeof(scfm_tensor_info));
+    m->tensors = calloc((size_t)(16 * m->NL + 40), sizeof(scfm_tensor_info));
     m->layer_begin = calloc((size_t)m->NL + 1, sizeof(size_t));
     if (!m->w.layers || !m->g.layers || !m->acts || !m->tensors || !m->layer_begin) goto nomem;
     m->n_params = walk_layout(m, NULL, &m->w, 1);
@@ -302,6 +319,7 @@ void scfm_model_free(scfm_model *m) {
     free(m->acts);
     free(m->tensors);
     free(m->layer_begin);
+    scfm_projection_free(&m->proj);
     free(m);
 }
 
@@ -337,6 +355,7 @@ void scfm_model_init_weights(scfm_model *m, uint64_t seed) {
             }
         } else {
             float value = is_layernorm_weight(ti->name) ? 1.0f : 0.0f;
+            if (p == m->w.log_tau) value = logf((float)m->cfg.temperature);
             for (size_t j = 0; j < ti->size; j++) p[j] = value;
         }
     }
@@ -630,6 +649,7 @@ static scfm_status encoder_forward(scfm_model *m, const scfm_batch *b, int train
     m->seed = seed;
     m->epoch = epoch;
     m->n_labelled = 0;
+    m->proj_dz = NULL; /* a contrastive gradient belongs to the forward it followed */
     const int T = b->n_tokens, C = m->C;
     const float eps = (float)m->cfg.layer_norm_eps;
     for (int c = 0; c < b->n_cells; c++)
@@ -837,6 +857,19 @@ static void mvc_backward(scfm_model *m, const scfm_batch *b, float scale, float 
                        m->cfg.pool == SCFM_POOL_CLS);
 }
 
+/* Adds the contrastive head's d(loss)/d(hidden) into dhidden[T,C], from the
+ * d(loss)/dz that scfm_model_contrastive_grad handed over: through the
+ * projection head, then pooling. */
+static void contrastive_backward(scfm_model *m, const scfm_batch *b, float *dhidden) {
+    const int n = b->n_cells, C = m->C;
+    float *dx = m->dtmp2; /* [n,C] of the [T,C] scratch, free until the layers' backward */
+    scfm_projection_backward(&m->proj, dx, m->g.w_p1, m->g.b_p1, m->g.w_p2, m->g.b_p2, m->proj_dz,
+                             m->w.w_p1, m->w.w_p2, n, C, m->cfg.projection_dim, m->cfg.activation);
+    scfm_pool_backward(dhidden, dx, b->tokens, b->cell_offsets, b->n_cells, C, m->first_gene,
+                       m->cfg.pool == SCFM_POOL_CLS);
+    m->proj_dz = NULL;
+}
+
 /* Fills m->dres with d(loss)/d(output of the last layer) at every token. */
 static void heads_backward(scfm_model *m, const scfm_batch *b, float scale) {
     const int T = b->n_tokens, C = m->C;
@@ -847,6 +880,7 @@ static void heads_backward(scfm_model *m, const scfm_batch *b, float scale) {
     if (m->n_labelled > 0) classifier_backward(m, b, scale, dhidden);
     if (value_active(m, b)) value_backward(m, b, scale * (float)m->w_value, dhidden);
     if (mvc_active(m, b)) mvc_backward(m, b, scale * (float)m->w_mvc, dhidden);
+    if (m->proj_dz) contrastive_backward(m, b, dhidden);
     if (pre) {
         memset(m->dres, 0, sizeof(float) * (size_t)T * C);
         scfm_layernorm_backward(m->dres, m->g.ln_fin_w, m->g.ln_fin_b, dhidden, layer_output(m, m->NL - 1),
@@ -984,3 +1018,25 @@ void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
     m->deferred_rows = m->dtmp1;
     grads_ready(m, wte, m->layer_begin[0]);
 }
+
+/* ---- the contrastive head's entry points (layers in src/model/contrastive.c) ---- */
+
+scfm_status scfm_model_contrastive_forward(scfm_model *m, const scfm_batch *b, const float **z, scfm_error *err) {
+    const int P = m->cfg.projection_dim, n = b->n_cells;
+    if (P == 0) return scfm_fail(err, SCFM_ERR_ARG, "the model has no contrastive head (projection_dim 0)");
+    scfm_status st = scfm_projection_reserve(&m->proj, n, m->C, P, err);
+    if (st != SCFM_OK) return st;
+    pool(m, b, scfm_model_hidden(m), m->cfg.pool, m->proj.x);
+    scfm_projection_forward(&m->proj, m->w.w_p1, m->w.b_p1, m->w.w_p2, m->w.b_p2, n, m->C, P, m->cfg.activation);
+    m->proj_dz = NULL;
+    *z = m->proj.z;
+    return SCFM_OK;
+}
+
+void scfm_model_contrastive_grad(scfm_model *m, const float *dz) { m->proj_dz = dz; }
+
+float scfm_model_log_temperature(const scfm_model *m) {
+    return m->w.log_tau ? *m->w.log_tau : logf((float)m->cfg.temperature);
+}
+
+float *scfm_model_log_temperature_grad(scfm_model *m) { return m->g.log_tau; }

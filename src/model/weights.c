@@ -46,7 +46,9 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
 }
 
 /* Reads every tensor of m from path; with keep_head, the classification
- * head (classifier.*) keeps its values whatever the file holds. */
+ * head (classifier.*) keeps its values whatever the file holds. A model made
+ * without the contrastive head (embedding, export, fine-tuning) leaves the
+ * file's contrastive.* out: that head serves only the pretraining loss. */
 static scfm_status load(scfm_model *m, const char *path, int keep_head, scfm_error *err) {
     scfm_safetensors *f = NULL;
     scfm_status st = scfm_safetensors_open(path, &f, err);
@@ -64,6 +66,8 @@ static scfm_status load(scfm_model *m, const char *path, int keep_head, scfm_err
     }
     for (int i = 0; keep_head && i < scfm_safetensors_count(f); i++)
         head += !strncmp(scfm_safetensors_at(f, i)->name, "classifier.", 11);
+    for (int i = 0; scfm_model_get_config(m)->projection_dim == 0 && i < scfm_safetensors_count(f); i++)
+        head += !strncmp(scfm_safetensors_at(f, i)->name, "contrastive.", 12);
     if (st == SCFM_OK && scfm_safetensors_count(f) - head != loaded)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %d tensors, but the model has %d (another model shape?)", path,
                        scfm_safetensors_count(f) - head, loaded);

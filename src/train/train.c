@@ -28,6 +28,9 @@ static void write_metrics(FILE *f, const scfm_train_progress *p) {
             (long long)p->step, p->epoch, p->loss, p->lr, p->grad_norm, (long long)p->tokens,
             (long long)p->targets, p->tokens_per_s, p->elapsed_s, p->compute_s, p->data_s, p->comm_s,
             p->reduce_wait_s, p->checkpoint_s, p->world_size);
+    if (p->views > 0)
+        fprintf(f, ", \"mlm_loss\": %.6f, \"contrastive_loss\": %.6f, \"views\": %lld", p->mlm_loss,
+                p->contrastive_loss, (long long)p->views);
     if (p->validated)
         fprintf(f, ", \"val_cells\": %lld, \"val_accuracy\": %.6f, \"val_macro_f1\": %.6f",
                 (long long)p->val_cells, p->val_accuracy, p->val_macro_f1);
@@ -163,6 +166,8 @@ typedef struct {
     int zero1;
     scfm_batch *batches;
     uint32_t *epochs;  /* of each micro-batch */
+    scfm_contrastive *contrastive; /* objective.contrastive > 0: the views' loss across ranks */
+    scfm_batch cells;              /* with it: the loader's cells, before they become views */
     int n_batches;
     FILE *metrics;
 } train_resources;
@@ -173,6 +178,8 @@ static void release(train_resources *r) {
     for (int i = 0; i < r->n_batches; i++) scfm_batch_free(&r->batches[i]);
     free(r->batches);
     free(r->epochs);
+    scfm_contrastive_free(r->contrastive);
+    scfm_batch_free(&r->cells);
     scfm_free(r->adam_m);
     scfm_free(r->adam_v);
     scfm_model_free(r->model);
@@ -397,6 +404,29 @@ static scfm_status save_checkpoint(const scfm_train_options *opt, const scfm_con
     return scfm_comm_agree(opt->comm, st, err);
 }
 
+/* The contrastive objective's micro-batch: the loader's cells as pairs of
+ * views, masked (when the masked-gene loss is on) as cells of their own. */
+static scfm_status make_views(const scfm_config *cfg, const scfm_mask_config *mask, const scfm_batch *cells,
+                              scfm_batch *views, uint32_t epoch, scfm_error *err) {
+    const uint64_t seed = (uint64_t)cfg->train.seed;
+    scfm_status st = scfm_batch_views(cells, views, cfg->objective.view_fraction, mask->first_gene_token, seed,
+                                      epoch, err);
+    if (st == SCFM_OK && cfg->objective.mlm > 0.0) scfm_batch_mask(views, mask, seed, epoch);
+    return st;
+}
+
+/* What the step optimises, and refusals of what cannot be trained. */
+static scfm_status check_objective(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err) {
+    const scfm_objective_config *o = &cfg->objective;
+    if (opt->finetune && o->contrastive > 0.0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: objective.contrastive applies to pretraining, not scfm finetune",
+                         cfg->source[0] ? cfg->source : "config");
+    if (!opt->finetune && o->mlm == 0.0 && o->contrastive == 0.0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: objective.mlm and objective.contrastive are both 0: nothing to train",
+                         cfg->source[0] ? cfg->source : "config");
+    return SCFM_OK;
+}
+
 scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err) {
     const scfm_train_config *tc = &cfg->train;
     const int rank = scfm_comm_rank(opt->comm), world = scfm_comm_size(opt->comm);
@@ -406,6 +436,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: data.shards is not set", cfg->source[0] ? cfg->source : "config");
     if (tc->threads > 0) omp_set_num_threads(tc->threads);
 
+    if ((st = check_objective(cfg, opt, err)) != SCFM_OK) return st;
+    const int contrastive = cfg->objective.contrastive > 0.0;
     shard_facts facts = {0};
     st = read_shard_facts(cfg, &facts, err);
     /* The model takes the shards' vocabulary unless the config names a larger one. */
@@ -415,6 +447,11 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     if (mc.value_bins == 0 && (cfg->objective.value > 0.0 || cfg->objective.mvc > 0.0)) mc.value_bins = facts.n_bins;
     if (mc.value_bins > 0) mc.value_log1p = facts.log1p;
     if (mc.condition_column[0] && mc.num_conditions == 0) mc.num_conditions = facts.n_conditions;
+    if (contrastive) {
+        mc.projection_dim = cfg->objective.projection_dim;
+        mc.learn_temperature = cfg->objective.learn_temperature;
+        mc.temperature = cfg->objective.temperature;
+    }
     validation val = {0};
     if (st == SCFM_OK && opt->finetune) st = load_validation(cfg, rank, world, &val, err);
     if (st == SCFM_OK && opt->finetune) {
@@ -453,6 +490,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     scfm_comm_request **pending = calloc((size_t)n_buckets, sizeof(scfm_comm_request *));
     if (!r.adam_m || !r.adam_v || !r.batches || !r.epochs || !pending)
         st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for optimiser state of %zu parameters", n_params);
+    if (st == SCFM_OK && contrastive) st = scfm_contrastive_create(&r.contrastive, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
     char run_dir[SCFM_PATH_MAX];
@@ -488,8 +526,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         .world = world,
         .max_len = cfg->model.max_len,
         .micro_batch_tokens = tc->micro_batch_tokens,
-        .mask = {opt->finetune || cfg->objective.mlm <= 0.0 ? 0.0 : tc->mask_prob, tc->mask_token_prob, tc->random_token_prob, mc.special_tokens,
-                 mc.vocab_size},
+        .mask = {opt->finetune || contrastive || cfg->objective.mlm <= 0.0 ? 0.0 : tc->mask_prob, tc->mask_token_prob,
+                 tc->random_token_prob, mc.special_tokens, mc.vocab_size},
         .labels = opt->finetune ? val.labels : NULL,
         .holdout_fraction = opt->finetune ? cfg->finetune.validation_fraction : 0.0,
         .value_bins = mc.value_bins,
@@ -497,6 +535,9 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
                                ? 0.0 : cfg->objective.value_mask_prob,
         .conditions = facts.conditions,
     };
+    /* The contrastive objective masks the views, not the loader's cells. */
+    scfm_mask_config view_mask = lc.mask;
+    view_mask.mask_prob = tc->mask_prob;
     st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
@@ -508,21 +549,26 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         /* data_s is the time spent waiting for the loader, not its work. */
         scfm_status local = SCFM_OK;
         const scfm_loader_position step_start = scfm_loader_get_position(r.loader);
-        int64_t counts[5] = {0, 0, 0, 0, 0}; /* loss terms, tokens, stop requested, failed, ranks in a new epoch */
+        /* masked-gene (or classification) loss terms, tokens, stop requested, failed, ranks in a new epoch,
+         * contrastive anchors (views) */
+        int64_t counts[6] = {0, 0, 0, 0, 0, 0};
         double data_s = 0.0, comm_s = 0.0, checkpoint_s = 0.0;
         for (int a = 0; a < r.n_batches && local == SCFM_OK; a++) {
             double t0 = scfm_now();
-            local = scfm_loader_next(r.loader, &r.batches[a], &r.epochs[a], err);
+            local = scfm_loader_next(r.loader, contrastive ? &r.cells : &r.batches[a], &r.epochs[a], err);
             data_s += scfm_now() - t0;
+            if (local == SCFM_OK && contrastive)
+                local = make_views(cfg, &view_mask, &r.cells, &r.batches[a], r.epochs[a], err);
             if (local != SCFM_OK) break;
             counts[0] += scfm_model_loss_terms(r.model, &r.batches[a]);
             counts[1] += r.batches[a].n_tokens;
+            counts[5] += contrastive ? r.batches[a].n_cells : 0;
         }
         counts[2] = opt->stop && *opt->stop;
         counts[3] = local != SCFM_OK;
         counts[4] = local == SCFM_OK && r.epochs[r.n_batches - 1] > validated_epoch;
         double t1 = scfm_now();
-        if ((st = scfm_comm_sum_i64(opt->comm, counts, 5, err)) != SCFM_OK) break;
+        if ((st = scfm_comm_sum_i64(opt->comm, counts, 6, err)) != SCFM_OK) break;
         comm_s += scfm_now() - t1;
         if (counts[3]) {
             st = scfm_comm_agree(opt->comm, local, err);
@@ -538,31 +584,43 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
                                step + 1, run_dir, step, scfm_now() - t);
             break;
         }
-        const int64_t global_targets = counts[0], global_tokens = counts[1];
-        double compute_t0 = scfm_now(), loss_sum = 0.0;
+        const int64_t global_targets = counts[0], global_tokens = counts[1], global_views = counts[5];
+        double compute_t0 = scfm_now(), loss_sum = 0.0, contrastive_sum = 0.0;
         scfm_model_zero_grad(r.model);
-        int last = -1;
-        for (int a = 0; a < r.n_batches; a++)
+        /* Each loss is a mean over the whole step on all ranks: the masked-gene
+         * loss over its masked tokens, the contrastive loss over its views. The
+         * contrastive loss is collective per micro-batch index, so with it
+         * every rank visits every index and the gradient hook goes on the last
+         * one everywhere: all ranks issue their collectives in one order. */
+        int last = contrastive ? r.n_batches - 1 : -1;
+        for (int a = 0; !contrastive && a < r.n_batches; a++)
             if (r.batches[a].n_tokens > 0) last = a;
-        for (int a = 0; a <= last && global_targets > 0 && local == SCFM_OK; a++) {
-            if (r.batches[a].n_tokens == 0) continue;
+        /* the model weighs its token-level terms by objective.* itself */
+        const float terms_scale = global_targets > 0 ? 1.0f / (float)global_targets : 0.0f;
+        const float contrastive_scale =
+            global_views > 0 ? (float)cfg->objective.contrastive / (float)global_views : 0.0f;
+        for (int a = 0; a <= last && global_targets + global_views > 0 && local == SCFM_OK; a++) {
+            const scfm_batch *b = &r.batches[a];
             double part = 0.0;
-            local = scfm_model_forward(r.model, &r.batches[a], 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
-            if (local != SCFM_OK) break;
+            if (b->n_tokens > 0) local = scfm_model_forward(r.model, b, 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
+            if (contrastive)
+                local = scfm_contrastive_step(r.contrastive, opt->comm, r.model, b->n_tokens > 0 ? b : NULL, local,
+                                              contrastive_scale, &contrastive_sum, err);
+            if (local != SCFM_OK || b->n_tokens == 0) continue;
             if (a == last && world > 1 && !r.zero1) scfm_model_set_grad_ready(r.model, reduce_bucket, &reducer);
-            scfm_model_backward(r.model, &r.batches[a], 1.0f / (float)global_targets);
+            scfm_model_backward(r.model, b, terms_scale);
             scfm_model_set_grad_ready(r.model, NULL, NULL);
             loss_sum += part;
         }
         /* Only the wait is counted as communication: reductions that finished
          * during backward were hidden behind it. */
         double comm_t0 = scfm_now();
-        double sums[2] = {loss_sum, local != SCFM_OK};
+        double sums[3] = {loss_sum, local != SCFM_OK, contrastive_sum};
         float *grads = scfm_model_grads(r.model); /* under ZeRO-1: this rank's block of the sum */
         if (r.zero1) st = scfm_comm_sum_scatter_f32(opt->comm, grads, n_params, err);
         else if (world > 1) st = finish_reduction(&reducer, r.model, err);
         const double reduce_wait_s = scfm_now() - comm_t0;
-        if (st == SCFM_OK && world > 1) st = scfm_comm_sum_f64(opt->comm, sums, 2, err);
+        if (st == SCFM_OK && world > 1) st = scfm_comm_sum_f64(opt->comm, sums, 3, err);
         if (st != SCFM_OK) break;
         double comm_t1 = scfm_now();
         comm_s += comm_t1 - comm_t0;
@@ -586,7 +644,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             for (size_t i = 0; i < r.shard_n; i++) grads[i] *= s;
         }
         double lr = scfm_lr_at(tc, step);
-        if (global_targets > 0) {
+        if (global_targets + global_views > 0) {
             const size_t skip = frozen > r.shard_lo ? (frozen < r.shard_lo + r.shard_n ? frozen - r.shard_lo : r.shard_n) : 0;
             scfm_adamw_update(r.model, grads + skip, r.adam_m + skip, r.adam_v + skip, r.shard_lo + skip,
                               r.shard_lo + r.shard_n, step + 1, lr, tc);
@@ -617,7 +675,10 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         if (rank == 0) {
             p.step = step + 1;
             p.steps = tc->steps;
-            p.loss = global_targets > 0 ? sums[0] / (double)global_targets : 0.0;
+            p.mlm_loss = global_targets > 0 ? sums[0] / (double)global_targets : 0.0;
+            p.contrastive_loss = global_views > 0 ? sums[2] / (double)global_views : 0.0;
+            p.loss = p.mlm_loss + cfg->objective.contrastive * p.contrastive_loss;
+            p.views = global_views;
             p.lr = lr;
             p.grad_norm = norm;
             p.tokens = global_tokens;

@@ -1,0 +1,53 @@
+/* Two views of every cell for the contrastive objective: disjoint random
+ * subsets of its gene tokens (see scfm_batch_views in data.h). */
+#include <stdlib.h>
+
+#include "scfm/data.h"
+
+/* Which view gene token `position` of cell `id` joins: 0, 1, or -1 (neither,
+ * when fraction < 0.5). */
+static int view_of(uint64_t seed, uint32_t epoch, int64_t id, int position, double fraction) {
+    uint32_t counter[4] = {(uint32_t)id, (uint32_t)((uint64_t)id >> 32), (uint32_t)position,
+                           (uint32_t)SCFM_STREAM_VIEW << 24 | (epoch & 0xFFFFFFu)};
+    uint32_t r[4];
+    scfm_philox(seed, counter, r);
+    double u = scfm_u01(r[0]);
+    return u < fraction ? 0 : u >= 1.0 - fraction ? 1 : -1;
+}
+
+scfm_status scfm_batch_views(const scfm_batch *cells, scfm_batch *views, double fraction, int first_gene,
+                             uint64_t seed, uint32_t epoch, scfm_error *err) {
+    scfm_batch_clear(views);
+    int longest = 0;
+    for (int c = 0; c < cells->n_cells; c++) {
+        int L = cells->cell_offsets[c + 1] - cells->cell_offsets[c];
+        if (L > longest) longest = L;
+    }
+    int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)(longest > 0 ? longest : 1));
+    if (!buf) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory splitting cells into views");
+    scfm_status st = SCFM_OK;
+    for (int c = 0; c < cells->n_cells && st == SCFM_OK; c++) {
+        const int32_t *tok = cells->tokens + cells->cell_offsets[c];
+        const int L = cells->cell_offsets[c + 1] - cells->cell_offsets[c];
+        const int64_t id = cells->cell_ids[c];
+        int32_t *view[2] = {buf, buf + longest};
+        int len[2] = {0, 0}, genes[2] = {0, 0};
+        for (int t = 0; t < L; t++) {
+            if (tok[t] < first_gene) {
+                view[0][len[0]++] = view[1][len[1]++] = tok[t];
+                continue;
+            }
+            int v = view_of(seed, epoch, id, t, fraction);
+            if (v < 0) continue;
+            view[v][len[v]++] = tok[t];
+            genes[v]++;
+        }
+        if (genes[0] == 0 || genes[1] == 0) continue;
+        for (int v = 0; v < 2 && st == SCFM_OK; v++) {
+            st = scfm_batch_add_cell(views, 2 * id + v, view[v], len[v], err);
+            if (st == SCFM_OK) views->labels[views->n_cells - 1] = cells->labels[c];
+        }
+    }
+    free(buf);
+    return st;
+}
