@@ -503,9 +503,9 @@ static scfm_status check_cross_keys(const scfm_config *cfg, scfm_error *err) {
                          "%strain.warmup_steps (%" PRId64 ") must be <= train.steps (%" PRId64 ")",
                          loc, t->warmup_steps, t->steps);
     const scfm_objective_config *o = &cfg->objective;
-    if (o->mlm + o->value + o->mvc <= 0.0)
-        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.mlm, objective.value and objective.mvc are all 0: nothing "
-                         "to train", loc);
+    if (o->mlm + o->value + o->mvc + o->contrastive <= 0.0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.mlm, objective.value, objective.mvc and "
+                         "objective.contrastive are all 0: nothing to train", loc);
     if (cfg->finetune.freeze_layers > m->layers)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%sfinetune.freeze_layers (%d) must be <= model.layers (%d)", loc,
                          cfg->finetune.freeze_layers, m->layers);

@@ -421,9 +421,6 @@ static scfm_status check_objective(const scfm_config *cfg, const scfm_train_opti
     if (opt->finetune && o->contrastive > 0.0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: objective.contrastive applies to pretraining, not scfm finetune",
                          cfg->source[0] ? cfg->source : "config");
-    if (!opt->finetune && o->mlm == 0.0 && o->contrastive == 0.0)
-        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: objective.mlm and objective.contrastive are both 0: nothing to train",
-                         cfg->source[0] ? cfg->source : "config");
     return SCFM_OK;
 }
 
