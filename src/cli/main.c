@@ -16,7 +16,7 @@ static const command commands[] = {
     {"simulate", scfm_cmd_simulate, "-o PATH [--cells N] [--genes G] ...   a synthetic atlas with known truth (.h5ad)"},
     {"vocab", scfm_cmd_vocab, "INPUT... -o VOCAB_DIR   gene vocabulary and medians (mpirun)"},
     {"tokenize", scfm_cmd_tokenize, "--mode rank|bin --vocab DIR INPUT... -o SHARD_DIR   token shards (mpirun)"},
-    {"train", scfm_cmd_train, "CONFIG [--set section.key=value]... [--resume]   masked-gene pretraining (mpirun)"},
+    {"train", scfm_cmd_train, "CONFIG [--set section.key=value]... [--resume]   pretraining (mpirun)"},
     {"finetune", scfm_cmd_finetune, "CONFIG --from CHECKPOINT [--label COLUMN]   cell classification (mpirun)"},
     {"embed", scfm_cmd_embed, "CHECKPOINT IN.h5ad -o OUT.h5ad [--pool mean|cls] [--layer K]   cell embeddings into obsm (mpirun)"},
     {"predict", scfm_cmd_predict, "CHECKPOINT IN.h5ad -o OUT.h5ad   labels of a fine-tuned model into obs (mpirun)"},
@@ -37,8 +37,8 @@ static void print_help(FILE *out) {
                  "  --version       print the version\n\n"
                  "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,\n"
                  "3 training stopped by a signal after writing a checkpoint.\n"
-                 "docs: docs/config.md (every configuration key), docs/formats.md, docs/launch.md,\n"
-                 "docs/architecture.md.\n");
+                 "docs: docs/config.md (every configuration key), docs/objectives.md, docs/formats.md,\n"
+                 "docs/downstream.md, docs/eval.md, docs/export.md, docs/launch.md, docs/architecture.md.\n");
 }
 
 int main(int argc, char **argv) {
