@@ -40,6 +40,19 @@ PY
 else
     echo "embed: anndata missing, output checks skipped"
 fi
+# scanpy is not installed by scripts/install-deps.sh (it is heavy); where it
+# is, the output must serve its neighbour graph and UMAP.
+if python3 -c 'import scanpy' 2>/dev/null; then
+    python3 -c '
+import scanpy as sc
+a = sc.read_h5ad("two.h5ad")
+sc.pp.neighbors(a, use_rep="X_scfm")
+sc.tl.umap(a)
+assert a.obsm["X_umap"].shape == (700, 2)
+print("embed: scanpy neighbors and umap on X_scfm: ok")' || fail "scanpy check"
+else
+    echo "embed: scanpy not installed, its check skipped"
+fi
 
 # bad input: an existing output, a layer the model lacks, genes that do not
 # match, a checkpoint without vocabulary, a missing file
