@@ -50,6 +50,20 @@ print(f"finetune: {len(frozen)} frozen tensors unchanged, {len(moved)} tensors o
 PY
 fi
 
+# resuming a fine-tuning run continues it exactly: 20 steps, then 20 more with
+# --resume, equal the 40 steps of one run (a constant rate after warm-up, so
+# the first 20 steps do not depend on train.steps)
+compare_weights=$(dirname "$scfm")/tests/compare_weights
+short=(--set train.warmup_steps=4 --set train.schedule=constant --set checkpoint.every=20)
+"$scfm" finetune "$src/configs/finetune.cfg" --from ck/tiny "${common[@]}" "${short[@]}" --set train.steps=40 \
+    --set checkpoint.run=whole --quiet
+"$scfm" finetune "$src/configs/finetune.cfg" --from ck/tiny "${common[@]}" "${short[@]}" --set train.steps=20 \
+    --set checkpoint.run=halves --quiet
+"$scfm" finetune "$src/configs/finetune.cfg" --from ck/tiny "${common[@]}" "${short[@]}" --set train.steps=40 \
+    --set checkpoint.run=halves --resume --quiet
+"$compare_weights" ck/whole/step_0000040/model.safetensors ck/halves/step_0000040/model.safetensors 0 ||
+    fail "a resumed fine-tuning run differs from the uninterrupted one"
+
 "${mpirun[@]}" "$scfm" predict $run atlas.h5ad -o predicted.h5ad --quiet
 if python3 -c 'import anndata' 2>/dev/null; then
     python3 - <<'PY' || fail "predict output"
