@@ -72,6 +72,10 @@ scfm_status scfm_make_dirs(const char *path, scfm_error *err);
 
 /* fsync of a file or a directory (so a rename inside it is durable). */
 scfm_status scfm_fsync_path(const char *path, scfm_error *err);
+/* fsync of the directory that holds path (after a rename into it). */
+scfm_status scfm_fsync_parent(const char *path, scfm_error *err);
+/* Copies the file from to the file to (created or truncated) and syncs it. */
+scfm_status scfm_copy_file(const char *from, const char *to, scfm_error *err);
 /* Removes a directory and the plain files in it (one level, no recursion). */
 scfm_status scfm_remove_dir(const char *path, scfm_error *err);
 

@@ -60,3 +60,30 @@ scfm_status scfm_remove_dir(const char *path, scfm_error *err) {
         st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot remove: %s", path, strerror(errno));
     return st;
 }
+
+scfm_status scfm_fsync_parent(const char *path, scfm_error *err) {
+    char parent[4096];
+    if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
+        return scfm_fail(err, SCFM_ERR_ARG, "%s: path too long", path);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent) slash[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(parent, sizeof parent, ".");
+    return scfm_fsync_path(parent, err);
+}
+
+scfm_status scfm_copy_file(const char *from, const char *to, scfm_error *err) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", from, strerror(errno));
+    FILE *out = fopen(to, "wb");
+    scfm_status st = out ? SCFM_OK : scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
+    char buf[1 << 16];
+    size_t n;
+    while (st == SCFM_OK && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed: %s", to, strerror(errno));
+    if (st == SCFM_OK && ferror(in)) st = scfm_fail(err, SCFM_ERR_IO, "%s: read error", from);
+    fclose(in);
+    if (out && fclose(out) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", to);
+    if (st == SCFM_OK) st = scfm_fsync_path(to, err);
+    return st;
+}

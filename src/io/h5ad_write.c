@@ -279,14 +279,9 @@ static scfm_status write_layout(scfm_h5ad_writer *w, const char *const *gene_ids
     return SCFM_OK;
 }
 
-scfm_status scfm_h5ad_create(const char *path, int64_t n_cells, int64_t n_genes, const char *const *gene_ids,
-                             scfm_h5ad_writer **out, scfm_error *err) {
-    *out = NULL;
-    if (n_cells < 0 || n_genes < 0 || n_genes > INT32_MAX || (n_genes > 0 && !gene_ids))
-        return scfm_fail(err, SCFM_ERR_ARG, "%s: %lld cells, %lld genes, gene ids %s: need cells >= 0, genes in "
-                         "[0, 2^31) and the ids", path, (long long)n_cells, (long long)n_genes,
-                         gene_ids ? "given" : "NULL");
-    if (check_distinct(path, "gene id", gene_ids, n_genes, err) != SCFM_OK) return err->status;
+/* A writer of PATH through PATH.tmp, with no HDF5 object open yet; NULL when
+ * out of memory. */
+static scfm_h5ad_writer *new_writer(const char *path) {
     scfm_h5ad_writer *w = calloc(1, sizeof *w);
     size_t len = strlen(path);
     if (w) {
@@ -295,12 +290,26 @@ scfm_status scfm_h5ad_create(const char *path, int64_t n_cells, int64_t n_genes,
     }
     if (!w || !w->path || !w->tmp) {
         if (w) free_writer(w);
-        return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
+        return NULL;
     }
     snprintf(w->tmp, len + 5, "%s.tmp", path);
+    w->file = w->str_type = -1;
+    w->x_data = w->x_indices = w->x_indptr = w->obs_names = w->obs = w->obsm = w->varm = -1;
+    return w;
+}
+
+scfm_status scfm_h5ad_create(const char *path, int64_t n_cells, int64_t n_genes, const char *const *gene_ids,
+                             scfm_h5ad_writer **out, scfm_error *err) {
+    *out = NULL;
+    if (n_cells < 0 || n_genes < 0 || n_genes > INT32_MAX || (n_genes > 0 && !gene_ids))
+        return scfm_fail(err, SCFM_ERR_ARG, "%s: %lld cells, %lld genes, gene ids %s: need cells >= 0, genes in "
+                         "[0, 2^31) and the ids", path, (long long)n_cells, (long long)n_genes,
+                         gene_ids ? "given" : "NULL");
+    if (check_distinct(path, "gene id", gene_ids, n_genes, err) != SCFM_OK) return err->status;
+    scfm_h5ad_writer *w = new_writer(path);
+    if (!w) return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
     w->n_cells = n_cells;
     w->n_genes = n_genes;
-    w->x_data = w->x_indices = w->x_indptr = w->obs_names = w->obs = w->obsm = w->varm = -1;
 
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures are reported through err */
     /* A strong close releases every object still open, so abort cannot leak. */
@@ -589,39 +598,14 @@ static scfm_status read_column_order(scfm_h5ad_writer *w, const char *const *ski
     return st;
 }
 
-static scfm_status copy_file(const char *from, const char *to, scfm_error *err) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", from, strerror(errno));
-    FILE *out = fopen(to, "wb");
-    scfm_status st = out ? SCFM_OK : scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
-    char buf[1 << 16];
-    size_t n;
-    while (st == SCFM_OK && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed: %s", to, strerror(errno));
-    if (st == SCFM_OK && ferror(in)) st = scfm_fail(err, SCFM_ERR_IO, "%s: read error", from);
-    fclose(in);
-    if (out && fclose(out) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", to);
-    return st;
-}
-
 scfm_status scfm_h5ad_annotate(const char *input, const char *path, int64_t n_cells, const char *const *replace,
                                int n_replace, scfm_h5ad_writer **out, scfm_error *err) {
     *out = NULL;
-    scfm_h5ad_writer *w = calloc(1, sizeof *w);
-    size_t len = strlen(path);
-    if (w) {
-        w->path = strdup(path);
-        w->tmp = malloc(len + 5);
-    }
-    if (!w || !w->path || !w->tmp) {
-        if (w) free_writer(w);
-        return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(w->tmp, len + 5, "%s.tmp", path);
+    scfm_h5ad_writer *w = new_writer(path);
+    if (!w) return scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory", path);
     w->annotating = 1;
     w->n_cells = w->x_cells = w->obs_names_rows = n_cells;
-    w->x_data = w->x_indices = w->x_indptr = w->obs_names = w->obs = w->obsm = w->varm = w->str_type = -1;
-    if (copy_file(input, w->tmp, err) != SCFM_OK) {
+    if (scfm_copy_file(input, w->tmp, err) != SCFM_OK) {
         scfm_h5ad_abort(w);
         return err->status;
     }

@@ -188,16 +188,6 @@ static scfm_status write_weights(const scfm_model *m, const char *dir, scfm_erro
     return st;
 }
 
-static scfm_status fsync_parent(const char *dir, scfm_error *err) {
-    char parent[SCFM_PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", dir);
-    char *slash = strrchr(parent, '/');
-    if (slash == parent) slash[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(parent, sizeof parent, ".");
-    return scfm_fsync_path(parent, err);
-}
-
 /* Everything goes into dir.tmp, which is renamed only when complete, so dir
  * is either absent, the old one or the whole new one. */
 static scfm_status write_export(const scfm_model *m, const scfm_vocab *v, const char *dir, const char *tmp,
@@ -224,7 +214,7 @@ static scfm_status write_export(const scfm_model *m, const scfm_vocab *v, const 
     if (st == SCFM_OK && stat(dir, &sb) == 0) st = scfm_remove_dir(dir, err);
     if (st == SCFM_OK && rename(tmp, dir) != 0)
         st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot rename to %s: %s", tmp, dir, strerror(errno));
-    if (st == SCFM_OK) st = fsync_parent(dir, err);
+    if (st == SCFM_OK) st = scfm_fsync_parent(dir, err);
     return st;
 }
 

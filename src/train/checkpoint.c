@@ -22,21 +22,6 @@ enum { N_CHECKPOINT_FILES = 6 };
 static const char *const required_files[] = {"model.safetensors", "config.cfg"};
 enum { N_REQUIRED_FILES = 2 };
 
-/* A plain copy, synced (an absent source gives an empty file: a run's
- * metrics before its first step). */
-static scfm_status copy_file(const char *from, const char *to, scfm_error *err) {
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    scfm_status st = out ? SCFM_OK : scfm_fail(err, SCFM_ERR_IO, "%s: cannot create: %s", to, strerror(errno));
-    char buf[1 << 16];
-    size_t n;
-    while (st == SCFM_OK && in && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", to);
-    if (in) fclose(in);
-    if (out && fclose(out) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", to);
-    if (st == SCFM_OK) st = scfm_fsync_path(to, err);
-    return st;
-}
-
 static scfm_status file_crc(const char *path, uint32_t *crc, int64_t *size, scfm_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -198,7 +183,7 @@ typedef struct {
     size_t n_params;
     const float *adam_m, *adam_v;          /* NULL: no optimizer.safetensors */
     const scfm_checkpoint_state *state;
-    const char *metrics;                   /* NULL: no metrics.jsonl */
+    const char *metrics;                   /* the run's metrics.jsonl; NULL or absent: none */
     const char *labels;                    /* a fine-tuned head's class names; NULL or absent: none */
 } checkpoint_extras;
 
@@ -219,15 +204,16 @@ static scfm_status write_step_dir(const char *final_dir, const scfm_config *cfg,
     if (st == SCFM_OK && x->adam_m) st = write_optimizer(path, x->n_params, x->adam_m, x->adam_v, x->state, err);
     if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "config.cfg", err);
     if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
-    if (st == SCFM_OK && x->metrics) st = scfm_path_join(path, sizeof path, tmp_dir, "metrics.jsonl", err);
-    if (st == SCFM_OK && x->metrics) st = copy_file(x->metrics, path, err);
+    if (st == SCFM_OK && x->metrics && stat(x->metrics, &sb) == 0)
+        st = scfm_path_join(path, sizeof path, tmp_dir, "metrics.jsonl", err);
+    if (st == SCFM_OK && x->metrics && stat(x->metrics, &sb) == 0) st = scfm_copy_file(x->metrics, path, err);
     if (st == SCFM_OK && x->labels && stat(x->labels, &sb) == 0) st = scfm_path_join(path, sizeof path, tmp_dir, SCFM_LABELS_FILE, err);
-    if (st == SCFM_OK && x->labels && stat(x->labels, &sb) == 0) st = copy_file(x->labels, path, err);
+    if (st == SCFM_OK && x->labels && stat(x->labels, &sb) == 0) st = scfm_copy_file(x->labels, path, err);
     if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(vocab, sizeof vocab, cfg->data.vocab, SCFM_VOCAB_FILE, err);
     if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(path, sizeof path, tmp_dir, SCFM_VOCAB_FILE, err);
     if (st == SCFM_OK && cfg->data.vocab[0] && stat(vocab, &sb) != 0)
         st = scfm_fail(err, SCFM_ERR_IO, "%s: cannot copy the vocabulary into the checkpoint: %s", vocab, strerror(errno));
-    if (st == SCFM_OK && cfg->data.vocab[0]) st = copy_file(vocab, path, err);
+    if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_copy_file(vocab, path, err);
     if (st == SCFM_OK) st = write_manifest(tmp_dir, err);
     if (st == SCFM_OK) st = scfm_fsync_path(tmp_dir, err);
     /* The same step written again (a resumed run) replaces the old directory. */
@@ -308,13 +294,7 @@ scfm_status scfm_checkpoint_write_model(const char *dir, const scfm_config *cfg,
     checkpoint_extras x = {0};
     scfm_status st = write_step_dir(dir, cfg, model, &x, err);
     if (st != SCFM_OK) return st;
-    char parent[SCFM_PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", dir);
-    char *slash = strrchr(parent, '/');
-    if (slash == parent) slash[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(parent, sizeof parent, ".");
-    return scfm_fsync_path(parent, err);
+    return scfm_fsync_parent(dir, err);
 }
 
 scfm_status scfm_checkpoint_resolve(const char *path, char *step_dir, size_t cap, scfm_error *err) {

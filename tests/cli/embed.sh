@@ -5,7 +5,7 @@
 set -euo pipefail
 scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 mpirun=(mpirun --oversubscribe -np 2)
 
 "$scfm" simulate --cells 700 --genes 300 --types 4 --batches 2 --seed 3 -o atlas.h5ad >/dev/null 2>&1
@@ -56,12 +56,6 @@ fi
 
 # bad input: an existing output, a layer the model lacks, genes that do not
 # match, a checkpoint without vocabulary, a missing file
-expect_fail() { # code pattern command...
-    local code=$1 pattern=$2; shift 2
-    set +e; "$@" >out.txt 2>&1; local got=$?; set -e
-    [[ $got -eq $code ]] || { cat out.txt; fail "$* exited $got, expected $code"; }
-    grep -q -- "$pattern" out.txt || { cat out.txt; fail "$*: no '$pattern' in the message"; }
-}
 expect_fail 2 "exists" "$scfm" embed ck/tiny atlas.h5ad -o one.h5ad --quiet
 expect_fail 2 "layers 0 (embeddings) to 2" "$scfm" embed ck/tiny atlas.h5ad -o x.h5ad --layer 5 --quiet
 expect_fail 2 "cls pooling needs a <cls> token" "$scfm" embed ck/tiny atlas.h5ad -o x.h5ad --pool cls --quiet

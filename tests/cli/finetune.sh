@@ -6,7 +6,7 @@
 set -euo pipefail
 scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 mpirun=(mpirun --oversubscribe -np 2)
 
 "$scfm" simulate --cells 1200 --genes 400 --types 4 --batches 2 --seed 5 -o atlas.h5ad >/dev/null 2>&1
@@ -81,12 +81,6 @@ assert acc > 0.9
 PY
 fi
 
-expect_fail() { # code pattern command...
-    local code=$1 pattern=$2; shift 2
-    set +e; "$@" >out.txt 2>&1; local got=$?; set -e
-    [[ $got -eq $code ]] || { cat out.txt; fail "$* exited $got, expected $code"; }
-    grep -q -- "$pattern" out.txt || { cat out.txt; fail "$*: no '$pattern' in the message"; }
-}
 expect_fail 2 "no categorical obs column 'tissue'" "$scfm" finetune "$src/configs/finetune.cfg" --from ck/tiny \
     "${common[@]}" --set checkpoint.run=bad --label tissue --quiet
 expect_fail 1 "no valid checkpoint\|not a checkpoint" "$scfm" finetune "$src/configs/finetune.cfg" --from nowhere \

@@ -251,10 +251,14 @@ static int pooled_token(const int32_t *tokens, int t, int first, int gene_tokens
     return gene_tokens == 0 || tokens[t] >= first_gene;
 }
 
-static int count_gene_tokens(const int32_t *tokens, int begin, int end, int first_gene) {
+/* The weight of each pooled row of a cell's tokens [begin, end): 1 under
+ * cls pooling, else one over the number of pooled tokens; *genes gets the
+ * cell's gene tokens. */
+static float pool_weight(const int32_t *tokens, int begin, int end, int first_gene, int cls, int *genes) {
     int n = 0;
     for (int t = begin; t < end; t++) n += tokens[t] >= first_gene;
-    return n;
+    *genes = n;
+    return cls ? 1.0f : 1.0f / (float)(n ? n : end - begin);
 }
 
 void scfm_pool_forward(float *out, const float *hidden, const int32_t *tokens, const int32_t *cell_offsets,
@@ -262,8 +266,8 @@ void scfm_pool_forward(float *out, const float *hidden, const int32_t *tokens, c
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < n_cells; c++) {
         const int begin = cell_offsets[c], end = cell_offsets[c + 1];
-        const int genes = count_gene_tokens(tokens, begin, end, first_gene);
-        const float scale = cls ? 1.0f : 1.0f / (float)(genes ? genes : end - begin);
+        int genes;
+        const float scale = pool_weight(tokens, begin, end, first_gene, cls, &genes);
         float *o = out + (size_t)c * C;
         memset(o, 0, sizeof(float) * (size_t)C);
         for (int t = begin; t < end; t++) {
@@ -280,8 +284,8 @@ void scfm_pool_backward(float *dhidden, const float *dout, const int32_t *tokens
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < n_cells; c++) {
         const int begin = cell_offsets[c], end = cell_offsets[c + 1];
-        const int genes = count_gene_tokens(tokens, begin, end, first_gene);
-        const float scale = cls ? 1.0f : 1.0f / (float)(genes ? genes : end - begin);
+        int genes;
+        const float scale = pool_weight(tokens, begin, end, first_gene, cls, &genes);
         const float *d = dout + (size_t)c * C;
         for (int t = begin; t < end; t++) {
             if (!pooled_token(tokens, t, begin, genes, first_gene, cls)) continue;
