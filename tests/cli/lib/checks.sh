@@ -1,7 +1,7 @@
 # Sourced by the command-line tests (this folder is not a test itself).
 #   fail MESSAGE...                  ends the test with "FAIL: MESSAGE"
-#   expect_fail CODE PATTERN CMD...  runs CMD, which must exit with CODE and
-#                                    print PATTERN (a grep pattern) among its output
+#   expect_fail CODE PATTERN CMD...  runs CMD, which must exit with CODE (`any`:
+#                                    any but 0) and print PATTERN (a grep pattern)
 fail() { echo "FAIL: $*"; exit 1; }
 
 expect_fail() {
@@ -11,6 +11,10 @@ expect_fail() {
     "$@" >out.txt 2>&1
     local got=$?
     set -e
-    [[ $got -eq $code ]] || { cat out.txt; fail "$* exited $got, expected $code"; }
+    if [[ $code == any ]]; then
+        [[ $got -ne 0 ]] || { cat out.txt; fail "$* exited 0"; }
+    else
+        [[ $got -eq $code ]] || { cat out.txt; fail "$* exited $got, expected $code"; }
+    fi
     grep -q -- "$pattern" out.txt || { cat out.txt; fail "$*: no '$pattern' in the message"; }
 }
