@@ -5,25 +5,20 @@
 # terms counted: the step's targets are masked genes plus masked values),
 # `scfm embed` writes a 64-wide embedding of every cell, and its kNN accuracy
 # of the cell type is above the same-shaped model at its random
-# initialisation (a 1-step run at lr 1e-12; measured 0.40 against 0.30).
+# initialisation (tests/cli/lib/knn_vs_random.sh; measured 0.40-0.42 against 0.30).
 # Skips (77) without python3.  usage: combined.sh SCFM SOURCE_DIR WORK_DIR
 set -euo pipefail
 scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 fail() { echo "FAIL: $*"; exit 1; }
 command -v python3 >/dev/null || { echo "skipped: python3 is needed"; exit 77; }
+source "$src/tests/cli/lib/knn_vs_random.sh"
 
 "$scfm" simulate --cells 1200 --genes 100 --types 4 --batches 2 --seed 3 -o atlas.h5ad --quiet
 "$scfm" vocab atlas.h5ad -o vocab --quiet
 "$scfm" tokenize --mode bin --bins 11 --vocab vocab atlas.h5ad -o bins --max-length 128 --quiet
-common=(--set data.shards=bins --set data.vocab=vocab --set checkpoint.dir=ck --set model.max_len=128 --quiet)
-"$scfm" train "$src/configs/combined.cfg" "${common[@]}" --set checkpoint.run=combined
-"$scfm" train "$src/configs/combined.cfg" "${common[@]}" --set checkpoint.run=random --set train.steps=1 \
-    --set train.warmup_steps=0 --set train.lr=1e-12
-for run in combined random; do
-    "$scfm" embed "ck/$run" atlas.h5ad -o "$run.h5ad" --quiet
-    "$scfm" eval "$run.h5ad" --label cell_type -o "report_$run" --no-pca --quiet >/dev/null
-done
+common=(--set data.shards=bins --set data.vocab=vocab --set model.max_len=128)
+knn_vs_random "$scfm" "$src/configs/combined.cfg" atlas.h5ad combined "${common[@]}"
 python3 - <<'PY' || fail "loss, targets or embedding"
 import json
 lines = [json.loads(l) for l in open("ck/combined/metrics.jsonl")]

@@ -5,9 +5,7 @@
 # the loss falls. Then the issue's criterion for the value objective: the
 # value head alone (objective.mvc = 0, no condition), 300 steps, gives `scfm
 # eval` kNN accuracies of the cell type clearly above the same-shaped model at
-# its random initialisation (a 1-step run with lr 1e-12: the same seed gives
-# the same initial weights, and one AdamW step of that size moves no weight by
-# more than ~1e-12). The atlas has 100 genes so that all of a cell's expressed
+# its random initialisation (tests/cli/lib/knn_vs_random.sh). The atlas has 100 genes so that all of a cell's expressed
 # genes (about 80) fit in 128 tokens: with more genes than tokens, binning
 # samples the genes and the sample says little about the type
 # (docs/objectives.md, "Measured so far", also for why MVC and the condition
@@ -19,6 +17,7 @@ scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 fail() { echo "FAIL: $*"; exit 1; }
 command -v python3 >/dev/null || { echo "skipped: python3 is needed"; exit 77; }
+source "$src/tests/cli/lib/knn_vs_random.sh"
 
 "$scfm" simulate --cells 1200 --genes 100 --types 4 --batches 2 --seed 3 -o atlas.h5ad --quiet
 "$scfm" vocab atlas.h5ad -o vocab --quiet
@@ -40,16 +39,9 @@ grep -q "num_conditions = 2;" ck/scgpt-like/config.cfg || fail "the resolved con
 
 # the value head alone, without the condition: scfm embed leaves the
 # condition out, so a model trained with it sees an input unlike training's
-knn=("${common[@]}" --set data.shards=bins --set objective.mvc=0 --set model.condition_column= --set train.lr=5e-3
-     --set train.micro_batch_tokens=1024)
-"$scfm" train "$src/configs/scgpt-like.cfg" "${knn[@]}" --set checkpoint.run=value --set train.steps=300 \
-    --set train.warmup_steps=20
-"$scfm" train "$src/configs/scgpt-like.cfg" "${knn[@]}" --set checkpoint.run=random --set train.steps=1 \
-    --set train.warmup_steps=0 --set train.lr=1e-12
-for run in value random; do
-    "$scfm" embed "ck/$run" atlas.h5ad -o "$run.h5ad" --quiet
-    "$scfm" eval "$run.h5ad" --label cell_type -o "report_$run" --no-pca --quiet >/dev/null
-done
+knn_vs_random "$scfm" "$src/configs/scgpt-like.cfg" atlas.h5ad value "${common[@]}" --set data.shards=bins \
+    --set objective.mvc=0 --set model.condition_column= --set train.lr=5e-3 --set train.micro_batch_tokens=1024 \
+    --set train.steps=300 --set train.warmup_steps=20
 python3 - <<'PY' || fail "loss or kNN accuracy"
 import json
 lines = [json.loads(l) for l in open("ck/scgpt-like/metrics.jsonl")]
