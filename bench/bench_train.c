@@ -14,7 +14,11 @@
  * become their two views (scfm_batch_views), masked when objective.mlm > 0,
  * and each step adds the projection head and InfoNCE over all views (one
  * process: what scfm_contrastive_step computes at one rank); tokens are the
- * views' tokens. W untimed warm-up steps, then S timed
+ * views' tokens. With model.value_bins = B > 0 (set it: there are no shards
+ * to take it from) every token gets a random bin in [0, B) as its value and
+ * objective.value_mask_prob of them are masked (scfm_batch_mask_values); the
+ * loss weighs MLM, value and MVC terms by their objective weights over
+ * scfm_model_loss_terms, as scfm train does. W untimed warm-up steps, then S timed
  * ones. Prints one line of JSON on stdout. --print-config prints the resolved
  * model/train settings as JSON and exits (train_vs_pytorch.py and
  * pytorch_train.py use it so that PyTorch runs the very same configuration).
@@ -205,13 +209,15 @@ static void print_config_json(const scfm_config *cfg, const options *o) {
            "\"adam_eps\": %.17g, \"weight_decay\": %.17g, \"clip_norm\": %.17g, \"seed\": %lld, "
            "\"mask_prob\": %.17g, \"mask_token_prob\": %.17g, \"random_token_prob\": %.17g, "
            "\"mlm\": %.17g, \"contrastive\": %.17g, \"temperature\": %.17g, \"learn_temperature\": %d, "
-           "\"projection_dim\": %d, \"view_fraction\": %.17g}\n",
+           "\"projection_dim\": %d, \"view_fraction\": %.17g, \"value\": %.17g, \"mvc\": %.17g, "
+           "\"value_mask_prob\": %.17g, \"value_bins\": %d, \"value_loss\": \"%s\"}\n",
            m->vocab_size, m->max_len, m->layers, m->hidden, m->heads, m->ffn, act[m->activation],
            norm[m->norm], pos[m->position], m->dropout, m->attention_dropout, m->layer_norm_eps,
            m->init_std, t->lr, t->beta1, t->beta2, t->adam_eps, t->weight_decay, t->clip_norm,
            (long long)t->seed, t->mask_prob, t->mask_token_prob, t->random_token_prob, cfg->objective.mlm,
            cfg->objective.contrastive, cfg->objective.temperature, cfg->objective.learn_temperature,
-           cfg->objective.projection_dim, cfg->objective.view_fraction);
+           cfg->objective.projection_dim, cfg->objective.view_fraction, cfg->objective.value, cfg->objective.mvc,
+           cfg->objective.value_mask_prob, m->value_bins, m->value_loss == SCFM_VALUE_MSE ? "mse" : "ce");
 }
 
 int main(int argc, char **argv) {
@@ -251,6 +257,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint64_t rng = 12345;
+    const int bins = cfg.model.value_bins;
     for (int c = 0; c < o.cells; c++) {
         for (int i = 0; i < o.cell_len; i++)
             tokens[i] = 2 + (int32_t)(splitmix64(&rng) % (uint64_t)(o.vocab - 2));
@@ -258,6 +265,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_train: %s\n", err.message);
             return 1;
         }
+        for (int i = 0; bins > 0 && i < o.cell_len; i++)
+            batch.values[batch.cell_offsets[c] + i] = (int32_t)(splitmix64(&rng) % (uint64_t)bins);
     }
     free(tokens);
     const scfm_train_config *tc = &cfg.train;
@@ -278,8 +287,11 @@ int main(int argc, char **argv) {
         cfg.model.learn_temperature = cfg.objective.learn_temperature;
         cfg.model.temperature = cfg.objective.temperature;
     }
-    if (!contrastive || cfg.objective.mlm > 0.0) scfm_batch_mask(&batch, &mask, (uint64_t)tc->seed, 0);
-    if (batch.n_targets == 0 && (!contrastive || cfg.objective.mlm > 0.0)) {
+    if (cfg.objective.mlm > 0.0) scfm_batch_mask(&batch, &mask, (uint64_t)tc->seed, 0);
+    if (bins > 0)
+        scfm_batch_mask_values(&batch, cfg.objective.value_mask_prob, SCFM_TOKEN_MASK + 1, bins, (uint64_t)tc->seed,
+                               0);
+    if (batch.n_targets + batch.n_value_targets == 0 && (!contrastive || cfg.objective.mlm > 0.0)) {
         fprintf(stderr, "bench_train: the mask selected no token; use longer cells\n");
         return 1;
     }
@@ -290,6 +302,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     scfm_model_init_weights(model, (uint64_t)tc->seed);
+    scfm_model_set_objective(model, &cfg.objective);
     const size_t n_params = scfm_model_num_params(model);
     float *adam_m = scfm_alloc(sizeof(float) * n_params);
     float *adam_v = scfm_alloc(sizeof(float) * n_params);
@@ -304,7 +317,8 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    const float loss_scale = batch.n_targets > 0 ? (float)cfg.objective.mlm / (float)batch.n_targets : 0.0f;
+    const int terms = scfm_model_loss_terms(model, &batch);
+    const float loss_scale = terms > 0 ? 1.0f / (float)terms : 0.0f;
     const int n_views = batch.n_cells, P = cfg.model.projection_dim;
     const float con_scale = contrastive ? (float)cfg.objective.contrastive / (float)n_views : 0.0f;
     float *sim = contrastive ? malloc(sizeof(float) * (size_t)n_views * n_views) : NULL;
@@ -324,7 +338,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_train: step %d: %s\n", s, err.message);
             return 1;
         }
-        double loss = batch.n_targets > 0 ? cfg.objective.mlm * loss_sum / batch.n_targets : 0.0;
+        double loss = terms > 0 ? loss_sum / terms : 0.0;
         if (contrastive) {
             const float *z;
             if (scfm_model_contrastive_forward(model, &batch, &z, &err) != SCFM_OK) {
@@ -377,8 +391,8 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"scfm\", \"config\": ");
     print_json_string(o.config);
     printf(", \"cells_per_batch\": %d, \"cell_len\": %d, \"vocab\": %d, \"tokens_per_step\": %d, "
-           "\"targets_per_step\": %d, \"params\": %zu, \"threads\": %d, \"openblas_coretype\": ",
-           o.cells, o.cell_len, o.vocab, batch.n_tokens, batch.n_targets, n_params, threads);
+           "\"targets_per_step\": %d, \"value_targets_per_step\": %d, \"params\": %zu, \"threads\": %d, \"openblas_coretype\": ",
+           o.cells, o.cell_len, o.vocab, batch.n_tokens, batch.n_targets, batch.n_value_targets, n_params, threads);
     print_json_string(coretype ? coretype : "");
     printf(", \"openblas_corename\": ");
     print_json_string(openblas_get_corename());

@@ -27,6 +27,14 @@ symmetric InfoNCE over the 2B views of mean-pooled final hidden states through
 Linear(C, P), activation, Linear(P, P) and L2 normalisation, temperature
 fixed or a learned log-temperature; tokens are the views' tokens.
 
+With model.value_bins = B > 0 (as bench_train; objective.mvc must be 0):
+every token gets a random bin in [0, B), objective.value_mask_prob of them
+the masked bin B; the input is the word embedding plus an Embedding(B + 1, C)
+of the value, passed as inputs_embeds (BertEmbeddings adds positions and
+applies its LayerNorm, as scfm); a Linear(C, B) value head on the masked
+values' final hidden states adds a cross-entropy term per masked value, and
+the loss is (mlm x MLM terms + value x value terms) / their number.
+
 --head masked (the default) runs the MLM head (transform + tied decoder) only
 at the masked positions, which is what scfm does; --head full runs the stock
 BertForMaskedLM forward with labels (logits at every position, about
@@ -75,7 +83,7 @@ def resolve_settings(a):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def model_flops(s, cells, cell_len, n_targets, head_rows):
+def model_flops(s, cells, cell_len, n_targets, head_rows, value_rows=0):
     """scfm_model_flops (src/model/model.c) with backward: 3 x forward, where
     forward counts the matrix products and attention; head_rows is the number
     of rows the MLM head runs on (the targets, or every token)."""
@@ -83,7 +91,7 @@ def model_flops(s, cells, cell_len, n_targets, head_rows):
     T = cells * cell_len
     per_token = 2.0 * (4.0 * C * C + 2.0 * C * F) * NL
     attention = 4.0 * cell_len * cell_len * C * NL * cells
-    head = 2.0 * (C * C + C * V) * head_rows
+    head = 2.0 * (C * C + C * V) * head_rows + 2.0 * C * s.get("value_bins", 0) * value_rows
     return 3.0 * (per_token * T + attention + head)
 
 
@@ -124,7 +132,8 @@ def main(argv):
     B, L, V = a.cells_per_batch, a.cell_len, s["vocab_size"]
     ids = rng.integers(2, V, size=(B, L), dtype=np.int64)
     contrastive = s.get("contrastive", 0.0) > 0
-    mlm_weight = s.get("mlm", 1.0) if contrastive else 1.0
+    bins = s.get("value_bins", 0)
+    mlm_weight = s.get("mlm", 1.0) if contrastive or bins > 0 else 1.0
     if contrastive:  # rows 2k and 2k+1: the two views of cell k
         keep = np.sort(np.argsort(rng.random((B, L)), axis=1), axis=1)
         halves = [np.take_along_axis(ids, np.sort(keep[:, h * (L // 2):(h + 1) * (L // 2)], axis=1), 1)
@@ -139,14 +148,30 @@ def main(argv):
     to_random = selected & ~to_mask & (action < s["mask_token_prob"] + s["random_token_prob"])
     ids[to_mask] = 1
     ids[to_random] = rng.integers(2, V, size=int(to_random.sum()))
+    if bins > 0:
+        if s["mvc"] > 0 or contrastive:
+            sys.exit("pytorch_train.py: the value case has no MVC and no contrastive loss")
+        values = rng.integers(0, bins, size=(B, L), dtype=np.int64)
+        value_masked = rng.random((B, L)) < s["value_mask_prob"]
+        value_target = torch.from_numpy(values[value_masked])
+        value_pos = torch.from_numpy(np.flatnonzero(value_masked))
+        values[value_masked] = bins
+        values_t = torch.from_numpy(values)
+        value_embeddings = torch.nn.Embedding(bins + 1, s["hidden"])
+        torch.nn.init.normal_(value_embeddings.weight, std=s["init_std"])
+        value_head = torch.nn.Linear(s["hidden"], bins)
     input_ids = torch.from_numpy(ids)
     labels_t = torch.from_numpy(labels)
     flat_labels = labels_t.view(-1)
     target_pos = (flat_labels != -100).nonzero(as_tuple=True)[0]
     target_lab = flat_labels[target_pos]
     n_targets = int(target_pos.numel())
+    if bins > 0:
+        n_terms = (n_targets if mlm_weight > 0 else 0) + int(value_pos.numel())
 
     params = list(model.parameters())
+    if bins > 0:
+        params += list(value_embeddings.parameters()) + list(value_head.parameters())
     if contrastive:
         P = s["projection_dim"]
         act = torch.nn.GELU() if s["activation"] == "gelu" else torch.nn.ReLU()
@@ -168,6 +193,15 @@ def main(argv):
     def forward():
         if a.head == "full":
             return model(input_ids=input_ids, labels=labels_t).loss
+        if bins > 0:
+            embeds = model.bert.embeddings.word_embeddings(input_ids) + value_embeddings(values_t)
+            hidden = model.bert(inputs_embeds=embeds).last_hidden_state.reshape(-1, C)
+            loss = s["value"] * F.cross_entropy(value_head(hidden.index_select(0, value_pos)), value_target,
+                                                reduction="sum")
+            if n_targets > 0 and mlm_weight > 0:
+                loss = loss + mlm_weight * F.cross_entropy(model.cls(hidden.index_select(0, target_pos)),
+                                                           target_lab, reduction="sum")
+            return loss / n_terms
         states = model.bert(input_ids=input_ids).last_hidden_state
         hidden = states.reshape(-1, C)
         loss = 0.0
@@ -220,10 +254,13 @@ def main(argv):
     timed = step_s[a.warmup:]
     med = statistics.median(timed)
     T = B * L
-    flops = model_flops(s, B, L, n_targets, n_targets if a.head == "masked" else T)
+    value_rows = int(value_pos.numel()) if bins > 0 else 0
+    mlm_rows = (n_targets if a.head == "masked" else T) if mlm_weight > 0 else 0
+    flops = model_flops(s, B, L, n_targets, mlm_rows, value_rows)
     result = {
         "impl": "pytorch", "config": a.config, "cells_per_batch": B, "cell_len": L, "vocab": V,
-        "tokens_per_step": T, "targets_per_step": n_targets,
+        "tokens_per_step": T, "targets_per_step": n_targets if mlm_weight > 0 else 0,
+        "value_targets_per_step": value_rows,
         "params": sum(p.numel() for p in params), "threads": threads,
         "torch_version": torch.__version__, "transformers_version": transformers.__version__,
         "attn_implementation": attn_impl, "head": a.head,

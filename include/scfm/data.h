@@ -80,8 +80,10 @@ void scfm_batch_mask_values(scfm_batch *b, double prob, int first_gene, int32_t 
  * keeps its tokens' order and is renumbered from position 0, so a rank-encoded
  * gene's position is its rank among the view's genes. `views` gets the pairs
  * as adjacent cells 2k (view 0) and 2k + 1 (view 1) with cell ids 2 id and
- * 2 id + 1, which key their masks and dropout apart; the label of the cell is
- * copied to both. A cell whose draw leaves a view without genes is left out.
+ * 2 id + 1, which key their masks and dropout apart; the label and the
+ * condition of the cell are copied to both, and every token keeps its value
+ * (bin shards), so the views are to be value-masked, as they are gene-masked,
+ * after the split. A cell whose draw leaves a view without genes is left out.
  * So the views depend on (seed, epoch, cell) only, never on packing or ranks. */
 scfm_status scfm_batch_views(const scfm_batch *cells, scfm_batch *views, double fraction, int first_gene,
                              uint64_t seed, uint32_t epoch, scfm_error *err);

@@ -1,6 +1,7 @@
 /* Two views of every cell for the contrastive objective: disjoint random
  * subsets of its gene tokens (see scfm_batch_views in data.h). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "scfm/data.h"
 
@@ -23,29 +24,37 @@ scfm_status scfm_batch_views(const scfm_batch *cells, scfm_batch *views, double 
         int L = cells->cell_offsets[c + 1] - cells->cell_offsets[c];
         if (L > longest) longest = L;
     }
-    int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)(longest > 0 ? longest : 1));
+    /* tokens of the two views, then their values */
+    int32_t *buf = malloc(sizeof(int32_t) * 4 * (size_t)(longest > 0 ? longest : 1));
     if (!buf) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory splitting cells into views");
     scfm_status st = SCFM_OK;
     for (int c = 0; c < cells->n_cells && st == SCFM_OK; c++) {
         const int32_t *tok = cells->tokens + cells->cell_offsets[c];
+        const int32_t *val = cells->values + cells->cell_offsets[c];
         const int L = cells->cell_offsets[c + 1] - cells->cell_offsets[c];
         const int64_t id = cells->cell_ids[c];
-        int32_t *view[2] = {buf, buf + longest};
+        int32_t *view[2] = {buf, buf + longest}, *value[2] = {buf + 2 * longest, buf + 3 * longest};
         int len[2] = {0, 0}, genes[2] = {0, 0};
         for (int t = 0; t < L; t++) {
             if (tok[t] < first_gene) {
+                value[0][len[0]] = value[1][len[1]] = val[t];
                 view[0][len[0]++] = view[1][len[1]++] = tok[t];
                 continue;
             }
             int v = view_of(seed, epoch, id, t, fraction);
             if (v < 0) continue;
+            value[v][len[v]] = val[t];
             view[v][len[v]++] = tok[t];
             genes[v]++;
         }
         if (genes[0] == 0 || genes[1] == 0) continue;
         for (int v = 0; v < 2 && st == SCFM_OK; v++) {
             st = scfm_batch_add_cell(views, 2 * id + v, view[v], len[v], err);
-            if (st == SCFM_OK) views->labels[views->n_cells - 1] = cells->labels[c];
+            if (st != SCFM_OK) break;
+            const int k = views->n_cells - 1;
+            views->labels[k] = cells->labels[c];
+            views->conditions[k] = cells->conditions[c];
+            memcpy(views->values + views->cell_offsets[k], value[v], sizeof(int32_t) * (size_t)len[v]);
         }
     }
     free(buf);

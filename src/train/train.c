@@ -405,13 +405,17 @@ static scfm_status save_checkpoint(const scfm_train_options *opt, const scfm_con
 }
 
 /* The contrastive objective's micro-batch: the loader's cells as pairs of
- * views, masked (when the masked-gene loss is on) as cells of their own. */
-static scfm_status make_views(const scfm_config *cfg, const scfm_mask_config *mask, const scfm_batch *cells,
-                              scfm_batch *views, uint32_t epoch, scfm_error *err) {
+ * views, masked (genes when the masked-gene loss is on, values when a value
+ * loss is) as cells of their own. value_bins: the model's B, the masked bin. */
+static scfm_status make_views(const scfm_config *cfg, const scfm_mask_config *mask, int value_bins,
+                              const scfm_batch *cells, scfm_batch *views, uint32_t epoch, scfm_error *err) {
     const uint64_t seed = (uint64_t)cfg->train.seed;
     scfm_status st = scfm_batch_views(cells, views, cfg->objective.view_fraction, mask->first_gene_token, seed,
                                       epoch, err);
     if (st == SCFM_OK && cfg->objective.mlm > 0.0) scfm_batch_mask(views, mask, seed, epoch);
+    if (st == SCFM_OK && value_bins > 0 && cfg->objective.value + cfg->objective.mvc > 0.0)
+        scfm_batch_mask_values(views, cfg->objective.value_mask_prob, mask->first_gene_token, value_bins, seed,
+                               epoch);
     return st;
 }
 
@@ -528,11 +532,12 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         .labels = opt->finetune ? val.labels : NULL,
         .holdout_fraction = opt->finetune ? cfg->finetune.validation_fraction : 0.0,
         .value_bins = mc.value_bins,
-        .value_mask_prob = opt->finetune || cfg->objective.value + cfg->objective.mvc <= 0.0
+        .value_mask_prob = opt->finetune || contrastive || cfg->objective.value + cfg->objective.mvc <= 0.0
                                ? 0.0 : cfg->objective.value_mask_prob,
         .conditions = facts.conditions,
     };
-    /* The contrastive objective masks the views, not the loader's cells. */
+    /* The contrastive objective masks the views (genes and values), not the
+     * loader's cells. */
     scfm_mask_config view_mask = lc.mask;
     view_mask.mask_prob = tc->mask_prob;
     st = scfm_loader_open(cfg->data.shards, &lc, &start, &r.loader, err);
@@ -555,7 +560,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             local = scfm_loader_next(r.loader, contrastive ? &r.cells : &r.batches[a], &r.epochs[a], err);
             data_s += scfm_now() - t0;
             if (local == SCFM_OK && contrastive)
-                local = make_views(cfg, &view_mask, &r.cells, &r.batches[a], r.epochs[a], err);
+                local = make_views(cfg, &view_mask, mc.value_bins, &r.cells, &r.batches[a], r.epochs[a], err);
             if (local != SCFM_OK) break;
             counts[0] += scfm_model_loss_terms(r.model, &r.batches[a]);
             counts[1] += r.batches[a].n_tokens;

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # The scGPT-style value objective end to end: simulate -> vocab -> tokenize
 # --mode bin -> train configs/scgpt-like.cfg briefly (value CE + MVC, batch
-# condition) -> embed -> eval, next to the same-shaped model at its random
-# initialisation (a 1-step run with lr 1e-12: the same seed gives the same
-# initial weights, and one AdamW step of that size moves no weight by more
-# than ~1e-12); the resolved config records the shards' bins and conditions,
-# the loss falls, and both kNN accuracies are printed. (A short run does not
-# yet beat the random model's kNN accuracy clearly: see docs/objectives.md.)
-# A value objective on rank shards is a configuration error naming data.shards.
+# condition): the resolved config records the shards' bins and conditions and
+# the loss falls. Then the issue's criterion for the value objective: the
+# value head alone (objective.mvc = 0, no condition), 300 steps, gives `scfm
+# eval` kNN accuracies of the cell type clearly above the same-shaped model at
+# its random initialisation (tests/cli/lib/knn_vs_random.sh). The atlas has 100 genes so that all of a cell's expressed
+# genes (about 80) fit in 128 tokens: with more genes than tokens, binning
+# samples the genes and the sample says little about the type
+# (docs/objectives.md, "Measured so far", also for why MVC and the condition
+# are left out of the kNN run). A value objective on rank shards is a
+# configuration error naming data.shards.
 # Skips (77) without python3.  usage: value.sh SCFM SOURCE_DIR WORK_DIR
 set -euo pipefail
 scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 fail() { echo "FAIL: $*"; exit 1; }
 command -v python3 >/dev/null || { echo "skipped: python3 is needed"; exit 77; }
+source "$src/tests/cli/lib/knn_vs_random.sh"
 
-"$scfm" simulate --cells 1200 --genes 300 --types 4 --batches 2 --seed 3 -o atlas.h5ad --quiet
+"$scfm" simulate --cells 1200 --genes 100 --types 4 --batches 2 --seed 3 -o atlas.h5ad --quiet
 "$scfm" vocab atlas.h5ad -o vocab --quiet
-"$scfm" tokenize --mode bin --bins 11 --vocab vocab atlas.h5ad -o bins --max-length 64 --quiet
-"$scfm" tokenize --mode rank --vocab vocab atlas.h5ad -o ranks --max-length 64 --quiet
-common=(--set data.vocab=vocab --set checkpoint.dir=ck --set model.max_len=64 --quiet)
+"$scfm" tokenize --mode bin --bins 11 --vocab vocab atlas.h5ad -o bins --max-length 128 --quiet
+"$scfm" tokenize --mode rank --vocab vocab atlas.h5ad -o ranks --max-length 128 --quiet
+common=(--set data.vocab=vocab --set checkpoint.dir=ck --set model.max_len=128 --quiet)
 
 set +e
 "$scfm" train "$src/configs/scgpt-like.cfg" --set data.shards=ranks "${common[@]}" >out.txt 2>&1
@@ -30,21 +34,21 @@ grep -q "data.shards" out.txt && grep -q "objective.value" out.txt || { cat out.
 
 "$scfm" train "$src/configs/scgpt-like.cfg" --set data.shards=bins "${common[@]}" \
     --set train.steps=30 --set train.warmup_steps=5
-"$scfm" train "$src/configs/scgpt-like.cfg" --set data.shards=bins "${common[@]}" --set checkpoint.run=random \
-    --set train.steps=1 --set train.warmup_steps=0 --set train.lr=1e-12
 grep -q "value_bins = 11;" ck/scgpt-like/config.cfg || fail "the resolved config does not record the shards' 11 bins"
 grep -q "num_conditions = 2;" ck/scgpt-like/config.cfg || fail "the resolved config does not record 2 batches"
 
-for run in scgpt-like random; do
-    "$scfm" embed "ck/$run" atlas.h5ad -o "$run.h5ad" --quiet
-    "$scfm" eval "$run.h5ad" --label cell_type -o "report_$run" --quiet >/dev/null
-done
-python3 - <<'PY' || fail "loss or report"
+# the value head alone, without the condition: scfm embed leaves the
+# condition out, so a model trained with it sees an input unlike training's
+knn_vs_random "$scfm" "$src/configs/scgpt-like.cfg" atlas.h5ad value "${common[@]}" --set data.shards=bins \
+    --set objective.mvc=0 --set model.condition_column= --set train.lr=5e-3 --set train.micro_batch_tokens=1024 \
+    --set train.steps=300 --set train.warmup_steps=20
+python3 - <<'PY' || fail "loss or kNN accuracy"
 import json
 lines = [json.loads(l) for l in open("ck/scgpt-like/metrics.jsonl")]
 first, last = lines[0]["loss"], sum(l["loss"] for l in lines[-5:]) / 5
 assert last < 0.5 * first, f"the value loss did not fall: {first:.3f} -> {last:.3f}"
-knn = {r: json.load(open(f"report_{r}/report.json"))["results"]["embedding"]["knn_accuracy"] for r in ("scgpt-like", "random")}
-print(f"value objective: loss {first:.3f} -> {last:.3f}; kNN accuracy trained {knn['scgpt-like']:.3f}, "
-      f"random init {knn['random']:.3f}")
+knn = {r: json.load(open(f"report_{r}/report.json"))["results"]["embedding"]["knn_accuracy"] for r in ("value", "random")}
+print(f"scgpt-like: loss {first:.3f} -> {last:.3f}; value head alone: kNN accuracy of the cell type "
+      f"trained {knn['value']:.3f}, random init {knn['random']:.3f}")
+assert knn["value"] > knn["random"] + 0.15, "value training does not beat random initialisation clearly"
 PY

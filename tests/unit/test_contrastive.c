@@ -137,7 +137,8 @@ static void test_projection(void) {
     scfm_projection_free(&a);
 }
 
-/* Cells with a <cls> (token 2; genes from 4) of lengths 9, 14, 6, 11. */
+/* Cells with a <cls> (token 2; genes from 4) of lengths 9, 14, 6, 11, a
+ * value per token that depends on cell and position, condition c % 2. */
 static void make_cells(scfm_batch *b, const int *which, int n) {
     static const int lengths[4] = {9, 14, 6, 11};
     static const int64_t ids[4] = {5, 900, 31, 77};
@@ -149,11 +150,13 @@ static void make_cells(scfm_batch *b, const int *which, int n) {
         for (int t = 1; t < lengths[c]; t++) tokens[t] = 4 + (c * 7 + t * 5) % 36;
         CU_ASSERT_EQUAL_FATAL(scfm_batch_add_cell(b, ids[c], tokens, lengths[c], &err), SCFM_OK);
         b->labels[b->n_cells - 1] = c;
+        b->conditions[b->n_cells - 1] = c % 2;
+        for (int t = 0; t < lengths[c]; t++) b->values[b->cell_offsets[b->n_cells - 1] + t] = (3 * c + 5 * t) % 11;
     }
 }
 
 /* Views: disjoint, together every gene once (fraction 0.5), <cls> first in
- * both, ids 2 id + v, labels kept; the same whatever else is in the batch;
+ * both, ids 2 id + v, labels and conditions kept, every token with its value; the same whatever else is in the batch;
  * another epoch splits differently. */
 static void test_views(void) {
     const int all[4] = {0, 1, 2, 3}, one[1] = {1};
@@ -172,10 +175,16 @@ static void test_views(void) {
             int vc = 2 * c + k;
             CU_ASSERT_EQUAL(v.cell_ids[vc], 2 * cells.cell_ids[c] + k);
             CU_ASSERT_EQUAL(v.labels[vc], c);
+            CU_ASSERT_EQUAL(v.conditions[vc], c % 2);
             CU_ASSERT_EQUAL(v.tokens[v.cell_offsets[vc]], 2);
+            CU_ASSERT_EQUAL(v.values[v.cell_offsets[vc]], cells.values[cells.cell_offsets[c]]);
             for (int t = v.cell_offsets[vc] + 1; t < v.cell_offsets[vc + 1]; t++) {
                 seen[v.tokens[t]]++;
                 got++;
+                int p = 1;
+                while (p < L && orig[p] != v.tokens[t]) p++;
+                CU_ASSERT_FATAL(p < L);
+                CU_ASSERT_EQUAL(v.values[t], cells.values[cells.cell_offsets[c] + p]);
             }
         }
         CU_ASSERT_EQUAL(got, L - 1);
