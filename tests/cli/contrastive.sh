@@ -16,7 +16,8 @@ set -euo pipefail
 scfm=$1 src=$2 work=$3
 tools=$(dirname "$scfm")/tests
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
+source "$src/tests/cli/lib/knn_vs_random.sh"
 cfg=$src/configs/contrastive.cfg
 
 # 1. the cross-rank loss and gradient
@@ -64,17 +65,9 @@ echo "resumed from step 5: identical weights and losses at step 10"
 "$scfm" simulate --cells 1500 --genes 500 --types 6 --batches 2 --seed 3 -o atlas.h5ad --quiet
 "$scfm" vocab atlas.h5ad -o vocab --quiet
 "$scfm" tokenize --mode rank --vocab vocab atlas.h5ad -o shards --max-length 64 --quiet
-common=(--set data.shards=shards --set data.vocab=vocab --set checkpoint.dir=ck --set train.micro_batch_tokens=2048 --quiet)
-"$scfm" train "$cfg" "${common[@]}" --set checkpoint.run=trained --set train.steps=30 --set train.warmup_steps=3
-"$scfm" train "$cfg" "${common[@]}" --set checkpoint.run=random --set train.steps=1 --set train.warmup_steps=0 \
-    --set train.lr=1e-12
-for run in trained random; do
-    "$scfm" embed ck/$run atlas.h5ad -o $run.h5ad --quiet
-    "$scfm" eval $run.h5ad --label cell_type -o report_$run --no-pca --quiet >/dev/null
-done
-# the embedding's kNN accuracy comes first in report.json, the PCA baseline's after it
-knn() { grep -o '"knn_accuracy": [0-9.]*' "report_$1/report.json" | head -1 | cut -d' ' -f2; }
-trained=$(knn trained) random=$(knn random)
+knn_vs_random "$scfm" "$cfg" atlas.h5ad trained --set data.shards=shards --set data.vocab=vocab \
+    --set train.micro_batch_tokens=2048 --set train.steps=30 --set train.warmup_steps=3
+trained=$(knn_accuracy trained) random=$(knn_accuracy random)
 echo "kNN accuracy of the cell type: trained $trained, random initialisation $random"
 awk -v t="$trained" -v r="$random" 'BEGIN { exit !(t > r + 0.2) }' ||
     fail "contrastive training does not beat random initialisation clearly"

@@ -12,7 +12,7 @@ tools=$(dirname "$scfm")/tests
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 mpirun=(mpirun --oversubscribe -np 2)
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 source "$src/tests/cli/lib/signal_run.sh"
 
 # 400 cells of exactly 64 tokens: a 256-token budget packs 4 cells, so one rank

@@ -9,7 +9,7 @@
 set -euo pipefail
 scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 if ! python3 -c 'import anndata, h5py, sklearn' 2>/dev/null; then
     echo "skipped: python3 with anndata, h5py and scikit-learn is needed (scripts/install-deps.sh)"
     exit 77

@@ -14,7 +14,7 @@ scfm=$1 src=$2 work=$3
 tools=$(dirname "$scfm")/tests
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SCFM=$scfm
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 source "$src/tests/cli/lib/signal_run.sh"
 steps_of() { wc -l <"$1" | tr -d ' '; }
 loss_at() { grep "^{\"step\": $2," "$1" | tail -n 1 | sed 's/.*"loss": \([^,]*\),.*/\1/'; }

@@ -6,7 +6,7 @@
 set -euo pipefail
 scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 sizes=(--cells 3000 --genes 400 --types 5 --batches 3)
 
 "$scfm" simulate "${sizes[@]}" --seed 7 -o a.h5ad --quiet

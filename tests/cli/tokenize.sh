@@ -8,7 +8,7 @@ set -euo pipefail
 scfm=$1 src=$2 work=$3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 np() { local n=$1; shift; mpirun --oversubscribe -np "$n" "$scfm" "$@"; }
 
 # Inputs: a simulated atlas and the readers' fixture (other genes, missing

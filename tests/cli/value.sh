@@ -15,13 +15,11 @@
 set -euo pipefail
 scfm=$1 src=$2 work=$3
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*"; exit 1; }
+source "$src/tests/cli/lib/checks.sh"
 command -v python3 >/dev/null || { echo "skipped: python3 is needed"; exit 77; }
 source "$src/tests/cli/lib/knn_vs_random.sh"
 
-"$scfm" simulate --cells 1200 --genes 100 --types 4 --batches 2 --seed 3 -o atlas.h5ad --quiet
-"$scfm" vocab atlas.h5ad -o vocab --quiet
-"$scfm" tokenize --mode bin --bins 11 --vocab vocab atlas.h5ad -o bins --max-length 128 --quiet
+small_bin_atlas "$scfm"
 "$scfm" tokenize --mode rank --vocab vocab atlas.h5ad -o ranks --max-length 128 --quiet
 common=(--set data.vocab=vocab --set checkpoint.dir=ck --set model.max_len=128 --quiet)
 
