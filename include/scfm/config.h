@@ -122,6 +122,11 @@ scfm_status scfm_config_load(scfm_config *cfg, const char *path,
                              const char *const *overrides, int n_overrides,
                              scfm_error *err);
 
+/* Checks a configuration filled in code (not read from a file) against the
+ * same table and cross-key rules as scfm_config_load; errors are prefixed by
+ * cfg->source. */
+scfm_status scfm_config_validate(const scfm_config *cfg, scfm_error *err);
+
 /* Writes the resolved configuration in libconfig syntax, every key, readable
  * by scfm_config_load into the same values; atomic (PATH.tmp, fsync, rename).
  * print writes the same text to out. */

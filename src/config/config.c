@@ -512,6 +512,33 @@ static scfm_status check_cross_keys(const scfm_config *cfg, scfm_error *err) {
     return SCFM_OK;
 }
 
+scfm_status scfm_config_validate(const scfm_config *cfg, scfm_error *err) {
+    /* Each value goes through the setter that would have taken it from a
+     * file, into a scratch copy, so the two checks cannot differ. */
+    scfm_config scratch = *cfg;
+    const char *loc = cfg->source[0] ? cfg->source : "config";
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const key_desc *d = &keys[i];
+        const void *v = cfield(cfg, d);
+        scfm_status st = SCFM_OK;
+        switch (d->type) {
+        case T_INT: st = set_int(&scratch, d, *(const int *)v, loc, err); break;
+        case T_INT64: st = set_int(&scratch, d, *(const int64_t *)v, loc, err); break;
+        case T_FLOAT: st = set_float(&scratch, d, *(const double *)v, loc, err); break;
+        case T_STRING: st = set_string(&scratch, d, (const char *)v, loc, err); break;
+        case T_ENUM: {
+            int n = 0, index = *(const int *)v;
+            while (d->choices[n]) n++;
+            if (index < 0 || index >= n)
+                st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: %s.%s: %d is not a choice", loc, d->section, d->key, index);
+            break;
+        }
+        }
+        if (st != SCFM_OK) return st;
+    }
+    return check_cross_keys(cfg, err);
+}
+
 void scfm_config_defaults(scfm_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < N_KEYS; i++) {

@@ -404,25 +404,11 @@ static scfm_status parse_config(const char *path, hf_config *c, scfm_error *err)
 /* The model section must be one scfm accepts from a config file (the same
  * table checks both), so the imported checkpoint loads like any other. */
 static scfm_status check_fits(const char *path, const scfm_model_config *mc, scfm_error *err) {
-    char text[13][64];
-    snprintf(text[0], 64, "model.vocab_size=%d", mc->vocab_size);
-    snprintf(text[1], 64, "model.max_len=%d", mc->max_len);
-    snprintf(text[2], 64, "model.layers=%d", mc->layers);
-    snprintf(text[3], 64, "model.hidden=%d", mc->hidden);
-    snprintf(text[4], 64, "model.heads=%d", mc->heads);
-    snprintf(text[5], 64, "model.ffn=%d", mc->ffn);
-    snprintf(text[6], 64, "model.activation=%s", mc->activation == SCFM_ACT_GELU ? "gelu" : "relu");
-    snprintf(text[7], 64, "model.norm=post");
-    snprintf(text[8], 64, "model.position=%s", mc->position == SCFM_POS_NONE ? "none" : "learned");
-    snprintf(text[9], 64, "model.dropout=%.17g", mc->dropout);
-    snprintf(text[10], 64, "model.attention_dropout=%.17g", mc->attention_dropout);
-    snprintf(text[11], 64, "model.layer_norm_eps=%.17g", mc->layer_norm_eps);
-    snprintf(text[12], 64, "model.init_std=%.17g", mc->init_std);
-    const char *overrides[13];
-    for (int i = 0; i < 13; i++) overrides[i] = text[i];
     scfm_config cfg;
+    scfm_config_defaults(&cfg);
+    cfg.model = *mc;
     scfm_error why = {0};
-    if (scfm_config_load(&cfg, NULL, overrides, 13, &why) != SCFM_OK)
+    if (scfm_config_validate(&cfg, &why) != SCFM_OK)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: scfm cannot hold this model: %s", path, why.message);
     return SCFM_OK;
 }

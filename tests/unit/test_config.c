@@ -511,6 +511,28 @@ static void test_reference(void) {
     free(mem);
 }
 
+/* A configuration filled in code meets the same checks as a file. */
+static void test_validate(void) {
+    scfm_config cfg;
+    scfm_config_defaults(&cfg);
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL(scfm_config_validate(&cfg, &err), SCFM_OK);
+    cfg.model.layers = 0;
+    CU_ASSERT_EQUAL(scfm_config_validate(&cfg, &err), SCFM_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "config: model.layers: value 0 out of range [1, 128]"));
+    scfm_config_defaults(&cfg);
+    snprintf(cfg.source, sizeof cfg.source, "x.json");
+    cfg.model.activation = (scfm_activation)7;
+    scfm_error_clear(&err);
+    CU_ASSERT_EQUAL(scfm_config_validate(&cfg, &err), SCFM_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "x.json: model.activation: 7 is not a choice"));
+    scfm_config_defaults(&cfg);
+    cfg.model.hidden = 250;
+    scfm_error_clear(&err);
+    CU_ASSERT_EQUAL(scfm_config_validate(&cfg, &err), SCFM_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "must be divisible by model.heads"));
+}
+
 static CU_TestInfo tests[] = {
     {"defaults", test_defaults},
     {"load without a file", test_load_without_file},
@@ -526,6 +548,7 @@ static CU_TestInfo tests[] = {
     {"overrides", test_overrides_valid},
     {"invalid overrides", test_overrides_invalid},
     {"cross-key checks", test_cross_keys},
+    {"a configuration filled in code is validated", test_validate},
     {"write and load round trip", test_write_round_trip},
     {"write error", test_write_error},
     {"shipped configs", test_shipped_configs},
