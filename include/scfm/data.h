@@ -262,6 +262,12 @@ void scfm_vocab_free(scfm_vocab *v);
 /* The token of a gene id (by_symbol 0) or symbol (1): -1 when absent, -2 when
  * the symbol names several genes of the vocabulary. */
 int32_t scfm_vocab_find(const scfm_vocab *v, const char *name, int by_symbol);
+/* The token of each gene (column) of m, matched by gene id or (by_symbol) by
+ * symbol: -1 outside the vocabulary, -2 for a symbol that the file or the
+ * vocabulary repeats (gene ids are unique: the readers check it).
+ * gene_token has scfm_matrix_num_genes(m) entries. */
+scfm_status scfm_vocab_map_genes(const scfm_vocab *v, const scfm_matrix *m, int by_symbol, int32_t *gene_token,
+                                 scfm_error *err);
 /* DIR/vocab.tsv, written into DIR.tmp and renamed; an existing DIR is an
  * error (SCFM_ERR_ARG) unless force. Reading checks the format and the hash. */
 scfm_status scfm_vocab_write(const scfm_vocab *v, const char *dir, int force, scfm_error *err);

@@ -357,40 +357,6 @@ static int64_t next_cap(int64_t cap, int64_t need) {
     return cap;
 }
 
-/* A name and where it came from, for sorting. */
-typedef struct {
-    const char *name;
-    int64_t index;
-} named;
-
-static int by_name(const void *a, const void *b) { return strcmp(((const named *)a)->name, ((const named *)b)->name); }
-
-/* The token of each column of input m: -1 outside the vocabulary, -2 for a
- * symbol that the file or the vocabulary repeats (gene ids are unique: the
- * readers check it). */
-static scfm_status map_genes(tokenizer *t, scfm_matrix *m, int32_t *gene_token, scfm_error *err) {
-    const int64_t n = scfm_matrix_num_genes(m);
-    const int by_symbol = t->opt->match_symbol;
-    for (int64_t j = 0; j < n; j++) {
-        const char *name = by_symbol ? scfm_matrix_gene_symbol(m, j) : scfm_matrix_gene_id(m, j);
-        gene_token[j] = name ? scfm_vocab_find(t->vocab, name, by_symbol) : -1;
-    }
-    if (!by_symbol) return SCFM_OK;
-    /* Repeated symbols: sorted side by side. */
-    named *symbols = malloc(sizeof(named) * (size_t)(n + 1));
-    if (!symbols) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
-    for (int64_t j = 0; j < n; j++) {
-        symbols[j].name = scfm_matrix_gene_symbol(m, j) ? scfm_matrix_gene_symbol(m, j) : "";
-        symbols[j].index = j;
-    }
-    qsort(symbols, (size_t)n, sizeof *symbols, by_name);
-    for (int64_t j = 1; j < n; j++)
-        if (!strcmp(symbols[j].name, symbols[j - 1].name))
-            gene_token[symbols[j].index] = gene_token[symbols[j - 1].index] = -2;
-    free(symbols);
-    return SCFM_OK;
-}
-
 static int find_category(const obs_column *c, const char *name, int *where) {
     int lo = 0, hi = c->n_categories;
     while (lo < hi) {
@@ -458,7 +424,7 @@ static scfm_status scan_input(void *user, int k, scfm_matrix *m, scfm_error *err
     const int64_t n_genes = scfm_matrix_num_genes(m);
     int32_t *gene_token = malloc(sizeof(int32_t) * (size_t)(n_genes + 1));
     if (!gene_token) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
-    scfm_status st = map_genes(t, m, gene_token, err);
+    scfm_status st = scfm_vocab_map_genes(t->vocab, m, t->opt->match_symbol, gene_token, err);
     scfm_tokenize_input_report *r = &t->inputs[k];
     r->cells = scfm_matrix_num_cells(m);
     r->genes = n_genes;
@@ -515,7 +481,7 @@ static scfm_status select_input(tokenizer *t, int64_t cell, int *k, scfm_error *
     free(t->gene_token);
     t->gene_token = malloc(sizeof(int32_t) * (size_t)(scfm_matrix_num_genes(t->corpus.m) + 1));
     if (!t->gene_token) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
-    return map_genes(t, t->corpus.m, t->gene_token, err);
+    return scfm_vocab_map_genes(t->vocab, t->corpus.m, t->opt->match_symbol, t->gene_token, err);
 }
 
 /* ---- highly variable genes (scanpy's flavor "seurat") ----

@@ -791,3 +791,34 @@ scfm_status scfm_vocab_build(scfm_comm *comm, const char *const *inputs, int n_i
     gene_union_free(&u);
     return st;
 }
+
+/* A name and where it came from, for sorting. */
+typedef struct {
+    const char *name;
+    int64_t index;
+} named;
+
+static int by_name(const void *a, const void *b) { return strcmp(((const named *)a)->name, ((const named *)b)->name); }
+
+scfm_status scfm_vocab_map_genes(const scfm_vocab *v, const scfm_matrix *m, int by_symbol, int32_t *gene_token,
+                                 scfm_error *err) {
+    const int64_t n = scfm_matrix_num_genes(m);
+    for (int64_t j = 0; j < n; j++) {
+        const char *name = by_symbol ? scfm_matrix_gene_symbol(m, j) : scfm_matrix_gene_id(m, j);
+        gene_token[j] = name ? scfm_vocab_find(v, name, by_symbol) : -1;
+    }
+    if (!by_symbol) return SCFM_OK;
+    /* Repeated symbols: sorted side by side. */
+    named *symbols = malloc(sizeof(named) * (size_t)(n + 1));
+    if (!symbols) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; j < n; j++) {
+        symbols[j].name = scfm_matrix_gene_symbol(m, j) ? scfm_matrix_gene_symbol(m, j) : "";
+        symbols[j].index = j;
+    }
+    qsort(symbols, (size_t)n, sizeof *symbols, by_name);
+    for (int64_t j = 1; j < n; j++)
+        if (!strcmp(symbols[j].name, symbols[j - 1].name))
+            gene_token[symbols[j].index] = gene_token[symbols[j - 1].index] = -2;
+    free(symbols);
+    return SCFM_OK;
+}

@@ -46,8 +46,7 @@ typedef struct {
 
 static void free_state(infer_state *s) {
     scfm_h5ad_abort(s->writer);
-    for (int i = 0; i < s->n_classes; i++) free(s->classes[i]);
-    free(s->classes);
+    scfm_free_strings(s->classes, s->n_classes);
     scfm_vocab_free(s->vocab);
     scfm_model_free(s->model);
     scfm_matrix_close(s->matrix);
@@ -126,13 +125,10 @@ static scfm_status open_input(infer_state *s, const char *input, scfm_infer_repo
     const int64_t n = scfm_matrix_num_genes(s->matrix);
     s->gene_token = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
     if (!s->gene_token) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if ((st = scfm_vocab_map_genes(s->vocab, s->matrix, s->opt->match_symbol, s->gene_token, err)) != SCFM_OK)
+        return st;
     int64_t matched = 0;
-    for (int64_t j = 0; j < n; j++) {
-        const char *name = s->opt->match_symbol ? scfm_matrix_gene_symbol(s->matrix, j)
-                                                : scfm_matrix_gene_id(s->matrix, j);
-        s->gene_token[j] = name ? scfm_vocab_find(s->vocab, name, s->opt->match_symbol) : -1;
-        matched += s->gene_token[j] >= 0;
-    }
+    for (int64_t j = 0; j < n; j++) matched += s->gene_token[j] >= 0;
     report->cells = scfm_matrix_num_cells(s->matrix);
     report->genes = n;
     report->genes_matched = matched;
