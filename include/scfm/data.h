@@ -39,6 +39,12 @@ typedef struct {
     int n_value_targets;
     int32_t *value_index;   /* [n_value_targets] token index of each masked value */
     int32_t *value_target;  /* [n_value_targets] its original bin */
+    /* Count shards (mode "counts", docs/formats.md): each token is a column
+     * of the shards' gene set (0 .. genes-1, no special tokens) and counts[t]
+     * its raw count; library[c] is the cell's total count over all its genes
+     * (before any gene subset). 0 for cells added without counts. */
+    float *counts;          /* [n_tokens] */
+    float *library;         /* [n_cells] */
     int cap_cells, cap_tokens;
 } scfm_batch;
 
@@ -51,6 +57,8 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
                                 scfm_error *err);
 /* Sets the values of the last cell added (length of its tokens). */
 void scfm_batch_set_values(scfm_batch *b, const uint8_t *values);
+/* Sets the counts (length of its tokens) and library size of the last cell added. */
+void scfm_batch_set_counts(scfm_batch *b, const float *counts, float library);
 
 typedef struct {
     double mask_prob;          /* fraction of non-special tokens selected */

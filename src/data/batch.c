@@ -17,6 +17,8 @@ void scfm_batch_free(scfm_batch *b) {
     free(b->conditions);
     free(b->value_index);
     free(b->value_target);
+    free(b->counts);
+    free(b->library);
     scfm_batch_init(b);
 }
 
@@ -48,7 +50,8 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
     if (cells + 1 > b->cap_cells) {
         int cap = next_capacity(b->cap_cells, cells + 1);
         if (!resize(&b->cell_ids, sizeof(int64_t), cap) || !resize(&b->labels, sizeof(int32_t), cap) ||
-            !resize(&b->cell_offsets, sizeof(int32_t), cap) || !resize(&b->conditions, sizeof(int32_t), cap))
+            !resize(&b->cell_offsets, sizeof(int32_t), cap) || !resize(&b->conditions, sizeof(int32_t), cap) ||
+            !resize(&b->library, sizeof(float), cap))
             return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d cells", cells);
         b->cap_cells = cap;
     }
@@ -57,16 +60,19 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
         if (!resize(&b->tokens, sizeof(int32_t), cap) ||
             !resize(&b->target_index, sizeof(int32_t), cap) ||
             !resize(&b->target_label, sizeof(int32_t), cap) || !resize(&b->values, sizeof(int32_t), cap) ||
-            !resize(&b->value_index, sizeof(int32_t), cap) || !resize(&b->value_target, sizeof(int32_t), cap))
+            !resize(&b->value_index, sizeof(int32_t), cap) || !resize(&b->value_target, sizeof(int32_t), cap) ||
+            !resize(&b->counts, sizeof(float), cap))
             return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d tokens", toks);
         b->cap_tokens = cap;
     }
     if (b->n_cells == 0) b->cell_offsets[0] = 0;
     memcpy(b->tokens + b->n_tokens, tokens, sizeof(int32_t) * (size_t)length);
     memset(b->values + b->n_tokens, 0, sizeof(int32_t) * (size_t)length);
+    memset(b->counts + b->n_tokens, 0, sizeof(float) * (size_t)length);
     b->cell_ids[b->n_cells] = cell_id;
     b->labels[b->n_cells] = -1;
     b->conditions[b->n_cells] = -1;
+    b->library[b->n_cells] = 0;
     b->n_cells = cells;
     b->n_tokens = toks;
     b->cell_offsets[cells] = toks;
@@ -76,6 +82,12 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
 void scfm_batch_set_values(scfm_batch *b, const uint8_t *values) {
     const int first = b->cell_offsets[b->n_cells - 1];
     for (int t = first; t < b->n_tokens; t++) b->values[t] = values[t - first];
+}
+
+void scfm_batch_set_counts(scfm_batch *b, const float *counts, float library) {
+    const int first = b->cell_offsets[b->n_cells - 1];
+    memcpy(b->counts + first, counts, sizeof(float) * (size_t)(b->n_tokens - first));
+    b->library[b->n_cells - 1] = library;
 }
 
 /* The four Philox words of a cell's token at `position` on `stream`. */
