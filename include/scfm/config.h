@@ -20,6 +20,13 @@ typedef enum { SCFM_POS_LEARNED = 0, SCFM_POS_NONE = 1 } scfm_position;
 typedef enum { SCFM_SCHED_LINEAR = 0, SCFM_SCHED_COSINE = 1, SCFM_SCHED_CONSTANT = 2 } scfm_schedule;
 typedef enum { SCFM_POOL_MEAN = 0, SCFM_POOL_CLS = 1 } scfm_pool;
 typedef enum { SCFM_VALUE_CE = 0, SCFM_VALUE_MSE = 1 } scfm_value_loss;
+/* The cell encoder: the transformer over gene tokens, or a fully connected
+ * (mlp) or linear encoder-decoder over the count vector of `counts` shards. */
+typedef enum { SCFM_ENCODER_TRANSFORMER = 0, SCFM_ENCODER_MLP = 1, SCFM_ENCODER_LINEAR = 2 } scfm_encoder;
+/* How a count vector enters a count encoder (docs/encoders.md): counts
+ * scaled to 10,000 per cell then log1p, raw counts, per-cell ranks, or
+ * per-cell quantile bins. */
+typedef enum { SCFM_COUNTS_LOG1P = 0, SCFM_COUNTS_RAW = 1, SCFM_COUNTS_RANK = 2, SCFM_COUNTS_BIN = 3 } scfm_count_repr;
 
 typedef struct {
     int vocab_size;          /* 0: taken from the token shards */
