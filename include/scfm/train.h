@@ -169,7 +169,12 @@ scfm_status scfm_contrastive_step(scfm_contrastive *c, scfm_comm *comm, scfm_mod
 
 /* A fine-tuned checkpoint's class names, one per line, in head order. */
 #define SCFM_LABELS_FILE "labels.tsv"
-scfm_status scfm_read_labels(const char *step_dir, char ***classes, int *n, scfm_error *err);
+/* A conditioned model's categories of model.condition_column, one per line,
+ * in code order (row k of the condition embedding is the k-th line). */
+#define SCFM_CONDITIONS_FILE "conditions.tsv"
+/* The lines of step_dir/file (SCFM_LABELS_FILE or SCFM_CONDITIONS_FILE) as
+ * strings (scfm_free_strings); SCFM_ERR_FORMAT when the file is absent. */
+scfm_status scfm_read_names(const char *step_dir, const char *file, char ***names, int *n, scfm_error *err);
 
 typedef struct {
     int predict;              /* 0: embed into obsm[key]; 1: class probabilities into obsm[key] and the
@@ -178,6 +183,8 @@ typedef struct {
     const char *obs_column;   /* predict */
     int pool;                 /* embed: SCFM_POOL_MEAN or SCFM_POOL_CLS; -1: the model's model.pool */
     int layer;                /* embed: hidden states after this layer (0: embeddings); -1: the last */
+    const char *condition;    /* a conditioned model: every cell gets this category of model.condition_column
+                                 (a reference batch); NULL: the condition is left out */
     int match_symbol;         /* match the input's genes by symbol instead of gene id */
     int use_raw;              /* h5ad: read raw/X */
     double min_gene_match;    /* fewer of the input's genes in the vocabulary than this fraction is an error */

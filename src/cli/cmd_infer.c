@@ -28,6 +28,10 @@ static const char *embed_help =
     "                      model.pool), or the <cls> token's (the vocabulary needs <cls>)\n"
     "  --layer K           hidden states after layer K (0: the embeddings; default: the last)\n"
     "  --key NAME          obsm key (default X_scfm)\n"
+    "  --condition VALUE   a model conditioned on an obs column (model.condition_column,\n"
+    "                      e.g. batch): encode every cell as if it came from category VALUE\n"
+    "                      (a reference batch; the checkpoint's conditions.tsv lists them);\n"
+    "                      default: the condition is left out\n"
     "  --match id|symbol   match INPUT's genes to the vocabulary by gene id (default) or symbol\n"
     "  --min-gene-match F  fail when fewer than this fraction of INPUT's genes are in the\n"
     "                      vocabulary (default 0.5)\n"
@@ -54,7 +58,8 @@ static const char *predict_help =
     "  -o, --output PATH   the .h5ad to write (required)\n"
     "  --key NAME          obsm key of the probabilities (default scfm_probabilities)\n"
     "  --column NAME       obs column of the prediction (default scfm_prediction)\n"
-    "  --match id|symbol, --min-gene-match F, --use-raw, --batch-tokens N, --force, --quiet\n"
+    "  --condition VALUE, --match id|symbol, --min-gene-match F, --use-raw,\n"
+    "  --batch-tokens N, --force, --quiet\n"
     "                      as for `scfm embed`\n"
     "  -h, --help          this text\n"
     "\n"
@@ -85,7 +90,7 @@ static int run(int argc, char **argv, int predict) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int takes_value = !strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--key") ||
-                          !strcmp(a, "--match") || !strcmp(a, "--min-gene-match") || !strcmp(a, "--batch-tokens") ||
+                          !strcmp(a, "--match") || !strcmp(a, "--min-gene-match") || !strcmp(a, "--batch-tokens") || !strcmp(a, "--condition") ||
                           (!predict && (!strcmp(a, "--pool") || !strcmp(a, "--layer"))) ||
                           (predict && !strcmp(a, "--column"));
         if (takes_value && i + 1 >= argc) {
@@ -98,6 +103,8 @@ static int run(int argc, char **argv, int predict) {
             output = value;
         } else if (!strcmp(a, "--key")) {
             opt.key = value;
+        } else if (!strcmp(a, "--condition")) {
+            opt.condition = value;
         } else if (!strcmp(a, "--column")) {
             opt.obs_column = value;
         } else if (!strcmp(a, "--pool")) {

@@ -17,8 +17,12 @@
  * state and the metrics; the vocabulary comes along when the run named one,
  * so that embedding needs nothing but the checkpoint. */
 static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg",
-                                               "metrics.jsonl", SCFM_VOCAB_FILE, SCFM_LABELS_FILE};
-enum { N_CHECKPOINT_FILES = 6 };
+                                               "metrics.jsonl", SCFM_VOCAB_FILE, SCFM_LABELS_FILE,
+                                               SCFM_CONDITIONS_FILE};
+enum { N_CHECKPOINT_FILES = 7 };
+/* What a training run keeps in its run directory for every checkpoint to carry. */
+static const char *const run_files[] = {"metrics.jsonl", SCFM_LABELS_FILE, SCFM_CONDITIONS_FILE};
+enum { N_RUN_FILES = 3 };
 static const char *const required_files[] = {"model.safetensors", "config.cfg"};
 enum { N_REQUIRED_FILES = 2 };
 
@@ -183,8 +187,7 @@ typedef struct {
     size_t n_params;
     const float *adam_m, *adam_v;          /* NULL: no optimizer.safetensors */
     const scfm_checkpoint_state *state;
-    const char *metrics;                   /* the run's metrics.jsonl; NULL or absent: none */
-    const char *labels;                    /* a fine-tuned head's class names; NULL or absent: none */
+    const char *run_dir;                   /* the run's directory, whose run_files present are copied; NULL: none */
 } checkpoint_extras;
 
 /* Builds final_dir as final_dir.tmp (every file and the directory synced)
@@ -204,11 +207,12 @@ static scfm_status write_step_dir(const char *final_dir, const scfm_config *cfg,
     if (st == SCFM_OK && x->adam_m) st = write_optimizer(path, x->n_params, x->adam_m, x->adam_v, x->state, err);
     if (st == SCFM_OK) st = scfm_path_join(path, sizeof path, tmp_dir, "config.cfg", err);
     if (st == SCFM_OK) st = scfm_config_write(cfg, path, err);
-    if (st == SCFM_OK && x->metrics && stat(x->metrics, &sb) == 0)
-        st = scfm_path_join(path, sizeof path, tmp_dir, "metrics.jsonl", err);
-    if (st == SCFM_OK && x->metrics && stat(x->metrics, &sb) == 0) st = scfm_copy_file(x->metrics, path, err);
-    if (st == SCFM_OK && x->labels && stat(x->labels, &sb) == 0) st = scfm_path_join(path, sizeof path, tmp_dir, SCFM_LABELS_FILE, err);
-    if (st == SCFM_OK && x->labels && stat(x->labels, &sb) == 0) st = scfm_copy_file(x->labels, path, err);
+    for (int k = 0; x->run_dir && k < N_RUN_FILES && st == SCFM_OK; k++) {
+        char from[SCFM_PATH_MAX];
+        st = scfm_path_join(from, sizeof from, x->run_dir, run_files[k], err);
+        if (st == SCFM_OK && stat(from, &sb) == 0 && (st = scfm_path_join(path, sizeof path, tmp_dir, run_files[k], err)) == SCFM_OK)
+            st = scfm_copy_file(from, path, err);
+    }
     if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(vocab, sizeof vocab, cfg->data.vocab, SCFM_VOCAB_FILE, err);
     if (st == SCFM_OK && cfg->data.vocab[0]) st = scfm_path_join(path, sizeof path, tmp_dir, SCFM_VOCAB_FILE, err);
     if (st == SCFM_OK && cfg->data.vocab[0] && stat(vocab, &sb) != 0)
@@ -230,13 +234,11 @@ static scfm_status write_step_dir(const char *final_dir, const scfm_config *cfg,
 scfm_status scfm_checkpoint_write(const char *run_dir, const scfm_config *cfg, const scfm_model *model,
                                   const float *adam_m, const float *adam_v,
                                   const scfm_checkpoint_state *state, scfm_error *err) {
-    char name[32], final_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX], metrics[SCFM_PATH_MAX], labels[SCFM_PATH_MAX];
+    char name[32], final_dir[SCFM_PATH_MAX], path[SCFM_PATH_MAX];
     step_name(name, sizeof name, state->step);
     scfm_status st = scfm_path_join(final_dir, sizeof final_dir, run_dir, name, err);
-    if (st == SCFM_OK) st = scfm_path_join(metrics, sizeof metrics, run_dir, "metrics.jsonl", err);
-    if (st == SCFM_OK) st = scfm_path_join(labels, sizeof labels, run_dir, SCFM_LABELS_FILE, err);
     if (st != SCFM_OK) return st;
-    checkpoint_extras x = {scfm_model_num_params(model), adam_m, adam_v, state, metrics, labels};
+    checkpoint_extras x = {scfm_model_num_params(model), adam_m, adam_v, state, run_dir};
     if ((st = write_step_dir(final_dir, cfg, model, &x, err)) != SCFM_OK) return st;
     if ((st = scfm_fsync_path(run_dir, err)) != SCFM_OK) return st;
     if ((st = point_latest(run_dir, name, err)) != SCFM_OK) return st;

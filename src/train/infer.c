@@ -41,6 +41,7 @@ typedef struct {
     float *probs;             /* predict: [cells of a batch, classes] */
     int32_t *codes;           /* predict, rank 0: argmax per cell of a round */
     int width;                /* floats per cell of output */
+    int32_t condition;        /* the reference condition's code; -1: left out */
     scfm_h5ad_writer *writer;
 } infer_state;
 
@@ -64,15 +65,14 @@ static void free_state(infer_state *s) {
     free(s->codes);
 }
 
-scfm_status scfm_read_labels(const char *step_dir, char ***classes, int *n, scfm_error *err) {
+scfm_status scfm_read_names(const char *step_dir, const char *file, char ***classes, int *n, scfm_error *err) {
     char path[SCFM_PATH_MAX], line[1024];
     *classes = NULL;
     *n = 0;
-    scfm_status st = scfm_path_join(path, sizeof path, step_dir, SCFM_LABELS_FILE, err);
+    scfm_status st = scfm_path_join(path, sizeof path, step_dir, file, err);
     if (st != SCFM_OK) return st;
     FILE *f = fopen(path, "r");
-    if (!f) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: the checkpoint has no %s: it was not fine-tuned for a label",
-                             step_dir, SCFM_LABELS_FILE);
+    if (!f) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: the checkpoint has no %s", step_dir, file);
     int cap = 0;
     while (st == SCFM_OK && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
@@ -92,6 +92,29 @@ scfm_status scfm_read_labels(const char *step_dir, char ***classes, int *n, scfm
     return st;
 }
 
+/* The code of the reference condition opt->condition among the categories
+ * the model was trained with. */
+static scfm_status find_condition(infer_state *s, scfm_error *err) {
+    const char *column = s->cfg.model.condition_column;
+    if (!column[0] || s->cfg.model.num_conditions == 0)
+        return scfm_fail(err, SCFM_ERR_ARG, "--condition %s: the model of %s has no condition (model.condition_column "
+                         "is empty)", s->opt->condition, s->step_dir);
+    char **names = NULL;
+    int n = 0;
+    scfm_status st = scfm_read_names(s->step_dir, SCFM_CONDITIONS_FILE, &names, &n, err);
+    for (int k = 0; st == SCFM_OK && k < n && s->condition < 0; k++)
+        if (!strcmp(names[k], s->opt->condition)) s->condition = k;
+    if (st == SCFM_OK && s->condition < 0) {
+        char list[512] = "";
+        for (int k = 0; k < n && strlen(list) + strlen(names[k]) + 8 < sizeof list; k++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s'%s'", k ? ", " : "", names[k]);
+        st = scfm_fail(err, SCFM_ERR_ARG, "--condition %s: not a category of obs column '%s' the model of %s was "
+                       "trained with (%s)", s->opt->condition, column, s->step_dir, list);
+    }
+    scfm_free_strings(names, n);
+    return st;
+}
+
 /* Checkpoint, vocabulary and model, on every rank. */
 static scfm_status load_checkpoint(infer_state *s, const char *checkpoint, scfm_error *err) {
     char path[SCFM_PATH_MAX];
@@ -107,7 +130,8 @@ static scfm_status load_checkpoint(infer_state *s, const char *checkpoint, scfm_
     if (st == SCFM_OK && scfm_vocab_size(s->vocab) > s->cfg.model.vocab_size)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: the vocabulary has %lld tokens, the model %d", s->step_dir,
                        (long long)scfm_vocab_size(s->vocab), s->cfg.model.vocab_size);
-    if (st == SCFM_OK && s->opt->predict) st = scfm_read_labels(s->step_dir, &s->classes, &s->n_classes, err);
+    if (st == SCFM_OK && s->opt->predict) st = scfm_read_names(s->step_dir, SCFM_LABELS_FILE, &s->classes, &s->n_classes, err);
+    if (st == SCFM_OK && s->opt->condition) st = find_condition(s, err);
     if (st == SCFM_OK && s->opt->predict && s->n_classes != s->cfg.model.num_labels)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s lists %d classes, the model's head has %d", s->step_dir,
                        SCFM_LABELS_FILE, s->n_classes, s->cfg.model.num_labels);
@@ -177,7 +201,7 @@ static scfm_status encode_batch(infer_state *s, const int32_t *row_of_cell, scfm
 /* Encodes the n matched genes of a cell as training saw it: rank encoding,
  * or for a value model (model.value_bins > 0) scGPT's binning into the
  * model's bins (log1p-normalised as the training shards were), ties drawn
- * with train.seed. The condition token, if the model has one, is left out. */
+ * with train.seed. */
 static int tokenize_cell(infer_state *s, int64_t cell, int n, double total) {
     const scfm_vocab *v = s->vocab;
     const scfm_model_config *mc = &s->cfg.model;
@@ -222,6 +246,7 @@ static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_inf
         rows[s->batch.n_cells] = (int32_t)i;
         st = scfm_batch_add_cell(&s->batch, lo + i, s->encoded, len, err);
         if (st == SCFM_OK && s->encoded_values) scfm_batch_set_values(&s->batch, s->encoded_values);
+        if (st == SCFM_OK) s->batch.conditions[s->batch.n_cells - 1] = s->condition;
     }
     if (st == SCFM_OK) st = encode_batch(s, rows, err);
     return st;
@@ -248,6 +273,7 @@ static scfm_status append_round(infer_state *s, int64_t n, scfm_error *err) {
 scfm_status scfm_infer(scfm_comm *comm, const char *checkpoint, const char *input, const char *output,
                        const scfm_infer_options *opt, scfm_infer_report *report, scfm_error *err) {
     infer_state s = {0};
+    s.condition = -1;
     s.opt = opt;
     s.comm = comm;
     s.rank = scfm_comm_rank(comm);

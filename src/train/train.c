@@ -144,15 +144,16 @@ static scfm_status validate(scfm_comm *comm, scfm_model *m, validation *v, scfm_
     return st;
 }
 
-static scfm_status write_labels(const char *run_dir, const validation *v, scfm_error *err) {
+/* run_dir/file: the names one per line (what scfm_read_names reads back). */
+static scfm_status write_names(const char *run_dir, const char *file, char *const *names, int n, scfm_error *err) {
     char path[SCFM_PATH_MAX];
-    scfm_status st = scfm_path_join(path, sizeof path, run_dir, SCFM_LABELS_FILE, err);
+    scfm_status st = scfm_path_join(path, sizeof path, run_dir, file, err);
     if (st != SCFM_OK) return st;
     FILE *f = fopen(path, "w");
     if (!f) return scfm_fail(err, SCFM_ERR_IO, "%s: cannot create", path);
-    for (int k = 0; k < v->n_classes; k++) {
-        if (strchr(v->classes[k], '\n')) st = scfm_fail(err, SCFM_ERR_FORMAT, "class name %d holds a line break", k);
-        fprintf(f, "%s\n", v->classes[k]);
+    for (int k = 0; k < n; k++) {
+        if (strchr(names[k], '\n')) st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: name %d holds a line break", path, k);
+        fprintf(f, "%s\n", names[k]);
     }
     if (fclose(f) != 0 && st == SCFM_OK) st = scfm_fail(err, SCFM_ERR_IO, "%s: write failed", path);
     return st;
@@ -294,6 +295,7 @@ typedef struct {
     int n_bins;               /* bin mode; 0 in rank mode */
     int log1p;                /* bin mode: binned from log1p-normalised counts */
     int32_t *conditions;      /* model.condition_column: a code per cell (-1: none) */
+    char **condition_names;   /* [n_conditions] its categories */
     int n_conditions;
 } shard_facts;
 
@@ -312,9 +314,8 @@ static scfm_status read_value_facts(const scfm_config *cfg, scfm_shards *s, shar
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.value_bins is %d, but data.shards (%s) hold %d bins", src,
                          cfg->model.value_bins, cfg->data.shards, f->n_bins);
     if (!cfg->model.condition_column[0]) return SCFM_OK;
-    char **categories = NULL;
-    scfm_status st = scfm_shards_obs(s, cfg->model.condition_column, &f->conditions, &categories, &f->n_conditions, err);
-    scfm_free_strings(categories, f->n_conditions);
+    scfm_status st = scfm_shards_obs(s, cfg->model.condition_column, &f->conditions, &f->condition_names,
+                                     &f->n_conditions, err);
     if (st == SCFM_OK && cfg->model.num_conditions != 0 && cfg->model.num_conditions < f->n_conditions)
         st = scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.num_conditions is %d, but obs column '%s' of data.shards has %d "
                        "categories", src, cfg->model.num_conditions, cfg->model.condition_column, f->n_conditions);
@@ -504,7 +505,10 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     resolved.model.num_conditions = mc.num_conditions;
     if (rank == 0) st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err);
     else st = scfm_path_join(run_dir, sizeof run_dir, cfg->checkpoint.dir, cfg->checkpoint.run, err);
-    if (st == SCFM_OK && rank == 0 && opt->finetune) st = write_labels(run_dir, &val, err);
+    if (st == SCFM_OK && rank == 0 && opt->finetune)
+        st = write_names(run_dir, SCFM_LABELS_FILE, val.classes, val.n_classes, err);
+    if (st == SCFM_OK && rank == 0 && mc.num_conditions > 0)
+        st = write_names(run_dir, SCFM_CONDITIONS_FILE, facts.condition_names, facts.n_conditions, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
     int64_t first_step = 0, tokens_seen = 0;
@@ -703,6 +707,7 @@ out_pending:
     free(pending);
 out:
     free(facts.conditions);
+    scfm_free_strings(facts.condition_names, facts.n_conditions);
     validation_free(&val);
     release(&r);
     return st;
