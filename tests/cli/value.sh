@@ -34,6 +34,19 @@ grep -q "data.shards" out.txt && grep -q "objective.value" out.txt || { cat out.
     --set train.steps=30 --set train.warmup_steps=5
 grep -q "value_bins = 11;" ck/scgpt-like/config.cfg || fail "the resolved config does not record the shards' 11 bins"
 grep -q "num_conditions = 2;" ck/scgpt-like/config.cfg || fail "the resolved config does not record 2 batches"
+# the condition at embedding time: left out, or a reference category of the
+# checkpoint's conditions.tsv for every cell; an unknown one is refused
+[[ "$(cat ck/scgpt-like/step_*/conditions.tsv)" == $'batch_0\nbatch_1' ]] || fail "conditions.tsv does not list the batches"
+"$scfm" embed ck/scgpt-like atlas.h5ad -o left_out.h5ad --quiet
+"$scfm" embed ck/scgpt-like atlas.h5ad -o reference.h5ad --condition batch_1 --quiet
+expect_fail 2 "not a category of obs column 'batch'.*'batch_0', 'batch_1'" \
+    "$scfm" embed ck/scgpt-like atlas.h5ad -o bad.h5ad --condition batch_9 --quiet
+[[ ! -e bad.h5ad ]] || fail "a refused --condition left an output"
+python3 - <<'PY' || fail "--condition had no effect"
+import h5py, numpy as np
+a, b = (h5py.File(f, "r")["obsm/X_scfm"][:] for f in ("left_out.h5ad", "reference.h5ad"))
+assert a.shape == b.shape == (1200, 64) and np.abs(a - b).max() > 1e-3, np.abs(a - b).max()
+PY
 
 # the value head alone, without the condition: scfm embed leaves the
 # condition out, so a model trained with it sees an input unlike training's
