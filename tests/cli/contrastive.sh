@@ -38,6 +38,18 @@ paste <(fields one/contrastive/metrics.jsonl) <(fields two/contrastive/metrics.j
         exit !(n == 10 && worst < 1e-5) }' || fail "np=2 differs from one process with the same global batch"
 "$tools/compare_weights" one/contrastive/step_0000010/model.safetensors two/contrastive/step_0000010/model.safetensors \
     1e-4 key.bias || fail "np=2 weights differ from np=1"
+# ZeRO-1 (each rank updates half of the parameters from reduce-scattered
+# gradients, with the learned temperature's among them) takes the same steps
+OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 "$scfm" train "$cfg" "${base[@]}" --set checkpoint.dir=zero \
+    --set train.micro_batch_tokens=256 --set train.zero1=1 --set objective.learn_temperature=1
+OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 "$scfm" train "$cfg" "${base[@]}" --set checkpoint.dir=plain \
+    --set train.micro_batch_tokens=256 --set objective.learn_temperature=1
+paste <(fields plain/contrastive/metrics.jsonl) <(fields zero/contrastive/metrics.jsonl) | awk '
+  { for (i = 2; i <= 4; i++) { d = $i - $(i + 4); if (d < 0) d = -d; r = d / ($i > 1 ? $i : 1); if (r > worst) worst = r } n++ }
+  END { printf "ZeRO-1 against plain data parallel, np=2: largest relative difference %.2g\n", worst
+        exit !(n == 10 && worst < 1e-5) }' || fail "ZeRO-1 changes the contrastive run"
+"$tools/compare_weights" plain/contrastive/step_0000010/model.safetensors zero/contrastive/step_0000010/model.safetensors \
+    1e-5 key.bias || fail "ZeRO-1 weights differ"
 paste <(fields one/contrastive/metrics.jsonl) <(fields small/contrastive/metrics.jsonl) | awk '
   { d = $3 - $7; if (d < 0) d = -d; if (d > worst) worst = d }
   END { printf "fewer negatives per micro-batch: InfoNCE differs by up to %.3f\n", worst; exit !(worst > 0.05) }' ||
