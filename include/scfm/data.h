@@ -96,6 +96,13 @@ void scfm_batch_mask_values(scfm_batch *b, double prob, int first_gene, int32_t 
 scfm_status scfm_batch_views(const scfm_batch *cells, scfm_batch *views, double fraction, int first_gene,
                              uint64_t seed, uint32_t epoch, scfm_error *err);
 
+/* The views of a count encoder's contrastive objective (CLEAR): each cell of
+ * `cells` twice, as adjacent cells 2k and 2k + 1 with cell ids 2 id and
+ * 2 id + 1 and everything else (tokens, values, counts, library, label,
+ * condition) the same; the model's augmentations, keyed by the cell id, make
+ * the two differ. */
+scfm_status scfm_batch_pairs(const scfm_batch *cells, scfm_batch *pairs, scfm_error *err);
+
 /* A set of token shards: directory of shard_*.h5 (see docs/formats.md). The
  * accessors of format 2 (mode, vocabulary hash, cell ids, bin values) and the
  * writer are declared with the tokenizer below. */

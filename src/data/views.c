@@ -1,5 +1,6 @@
 /* Two views of every cell for the contrastive objective: disjoint random
- * subsets of its gene tokens (see scfm_batch_views in data.h). */
+ * subsets of its gene tokens for the transformer (scfm_batch_views), or two
+ * copies for a count encoder to augment (scfm_batch_pairs; data.h). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,5 +59,23 @@ scfm_status scfm_batch_views(const scfm_batch *cells, scfm_batch *views, double 
         }
     }
     free(buf);
+    return st;
+}
+
+scfm_status scfm_batch_pairs(const scfm_batch *cells, scfm_batch *pairs, scfm_error *err) {
+    scfm_batch_clear(pairs);
+    scfm_status st = SCFM_OK;
+    for (int c = 0; c < cells->n_cells && st == SCFM_OK; c++) {
+        const int lo = cells->cell_offsets[c], L = cells->cell_offsets[c + 1] - lo;
+        for (int v = 0; v < 2 && st == SCFM_OK; v++) {
+            if ((st = scfm_batch_add_cell(pairs, 2 * cells->cell_ids[c] + v, cells->tokens + lo, L, err)) != SCFM_OK)
+                break;
+            const int k = pairs->n_cells - 1, at = pairs->cell_offsets[k];
+            pairs->labels[k] = cells->labels[c];
+            pairs->conditions[k] = cells->conditions[c];
+            memcpy(pairs->values + at, cells->values + lo, sizeof(int32_t) * (size_t)L);
+            scfm_batch_set_counts(pairs, cells->counts + lo, cells->library[c]);
+        }
+    }
     return st;
 }
