@@ -207,6 +207,35 @@ static void test_views(void) {
     scfm_batch_free(&w);
 }
 
+static void test_pairs(void) {
+    const int all[3] = {0, 1, 2};
+    scfm_batch cells, p;
+    make_cells(&cells, all, 3);
+    scfm_batch_init(&p);
+    for (int t = 0; t < cells.n_tokens; t++) cells.counts[t] = (float)(3 * t + 1);
+    for (int c = 0; c < 3; c++) cells.library[c] = (float)(100 + c);
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_batch_pairs(&cells, &p, &err), SCFM_OK);
+    CU_ASSERT_EQUAL_FATAL(p.n_cells, 6);
+    CU_ASSERT_EQUAL(p.n_tokens, 2 * cells.n_tokens);
+    for (int c = 0; c < 3; c++) {
+        const int lo = cells.cell_offsets[c], L = cells.cell_offsets[c + 1] - lo;
+        for (int k = 0; k < 2; k++) {
+            const int pc = 2 * c + k, at = p.cell_offsets[pc];
+            CU_ASSERT_EQUAL_FATAL(p.cell_offsets[pc + 1] - at, L);
+            CU_ASSERT_EQUAL(p.cell_ids[pc], 2 * cells.cell_ids[c] + k);
+            CU_ASSERT_EQUAL(p.labels[pc], cells.labels[c]);
+            CU_ASSERT_EQUAL(p.conditions[pc], cells.conditions[c]);
+            CU_ASSERT_EQUAL(p.library[pc], cells.library[c]);
+            CU_ASSERT_EQUAL(memcmp(p.tokens + at, cells.tokens + lo, sizeof(int32_t) * (size_t)L), 0);
+            CU_ASSERT_EQUAL(memcmp(p.values + at, cells.values + lo, sizeof(int32_t) * (size_t)L), 0);
+            CU_ASSERT_EQUAL(memcmp(p.counts + at, cells.counts + lo, sizeof(float) * (size_t)L), 0);
+        }
+    }
+    scfm_batch_free(&cells);
+    scfm_batch_free(&p);
+}
+
 /* The whole model: masked genes on the views plus InfoNCE over them through
  * the projection head (learned temperature), pooling and the encoder, each
  * loss a mean over its terms as scfm train weights them. */
@@ -357,6 +386,7 @@ int main(void) {
         {"InfoNCE over anchors split in two = over all", test_infonce_split},
         {"projection head gradient = finite differences", test_projection},
         {"views: disjoint, complete, keyed by cell, not by batch", test_views},
+        {"pairs: each cell twice, ids 2 id and 2 id + 1, counts kept", test_pairs},
         {"model + projection + InfoNCE + MLM gradients = finite differences (mean pool)", test_model_mean},
         {"model + projection + InfoNCE + MLM gradients = finite differences (cls pool)", test_model_cls},
         {"projection + InfoNCE = PyTorch", test_pytorch},
