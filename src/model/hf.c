@@ -365,6 +365,10 @@ static scfm_status parse_config(const char *path, hf_config *c, scfm_error *err)
     scfm_status st = read_text(path, &text, &len, err);
     if (st != SCFM_OK) return st;
     memset(c, 0, sizeof *c);
+    /* keys BERT has no word for (the count encoders') keep a config file's defaults */
+    scfm_config defaults;
+    scfm_config_defaults(&defaults);
+    c->mc = defaults.model;
     c->mc.activation = SCFM_ACT_GELU;
     c->mc.norm = SCFM_NORM_POST;
     c->mc.position = SCFM_POS_LEARNED;

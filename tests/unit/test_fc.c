@@ -10,6 +10,7 @@
 #include "backend/cpu/cpu.h"
 #include "harness.h"
 #include "scfm/data.h"
+#include "scfm/io.h"
 #include "scfm/model.h"
 
 #define GENES 9
@@ -358,6 +359,13 @@ static void test_save_load(void) {
     scfm_error err = {0};
     const char *path = scfm_test_tmp_path(SCFM_TEST_BINARY_DIR "/fc_tmp", "fc.safetensors");
     CU_ASSERT_EQUAL_FATAL(scfm_model_save(a, path, &err), SCFM_OK);
+    scfm_safetensors *st = NULL;
+    CU_ASSERT_EQUAL_FATAL(scfm_safetensors_open(path, &st, &err), SCFM_OK);
+    CU_ASSERT_STRING_EQUAL(scfm_safetensors_meta(st, "encoder"), "mlp");
+    CU_ASSERT_STRING_EQUAL(scfm_safetensors_meta(st, "genes"), "9");
+    CU_ASSERT_STRING_EQUAL(scfm_safetensors_meta(st, "likelihood"), "zinb");
+    CU_ASSERT_PTR_NULL(scfm_safetensors_meta(st, "vocab_size"));
+    scfm_safetensors_close(st);
     CU_ASSERT_EQUAL_FATAL(scfm_model_create(&cfg, &b, &err), SCFM_OK);
     CU_ASSERT_EQUAL_FATAL(scfm_model_load(b, path, &err), SCFM_OK);
     CU_ASSERT_EQUAL(scfm_model_num_params(a), scfm_model_param_count(&cfg));
