@@ -27,6 +27,12 @@ typedef enum { SCFM_ENCODER_TRANSFORMER = 0, SCFM_ENCODER_MLP = 1, SCFM_ENCODER_
  * scaled to 10,000 per cell then log1p, raw counts, per-cell ranks, or
  * per-cell quantile bins. */
 typedef enum { SCFM_COUNTS_LOG1P = 0, SCFM_COUNTS_RAW = 1, SCFM_COUNTS_RANK = 2, SCFM_COUNTS_BIN = 3 } scfm_count_repr;
+/* What a count encoder's decoder models: the raw counts under a negative
+ * binomial, zero-inflated negative binomial or Poisson (scVI), or the input
+ * representation under squared error. */
+typedef enum { SCFM_LIK_NB = 0, SCFM_LIK_ZINB = 1, SCFM_LIK_POISSON = 2, SCFM_LIK_MSE = 3 } scfm_likelihood;
+/* Where a count encoder takes the condition one-hot. */
+typedef enum { SCFM_COND_ENCODER = 0, SCFM_COND_DECODER = 1, SCFM_COND_BOTH = 2 } scfm_condition_into;
 
 typedef struct {
     int vocab_size;          /* 0: taken from the token shards */
@@ -53,6 +59,15 @@ typedef struct {
     int projection_dim;      /* width of the projection; 0: no contrastive head */
     int learn_temperature;   /* 1: contrastive.log_temperature is a parameter */
     double temperature;      /* the fixed temperature, or the learned one's start */
+    /* The count encoders (docs/encoders.md); the transformer ignores these. */
+    scfm_encoder encoder;
+    scfm_count_repr input;   /* representation of the count vector fed to the encoder */
+    int genes;               /* G: width of the count vector; 0: from the shards */
+    int latent;              /* width of the latent (the cell embedding) */
+    int fc_hidden, fc_layers;
+    scfm_likelihood likelihood;
+    int variational;         /* 1: a VAE (log-variance head, sampled latent, KL) */
+    scfm_condition_into condition_into;
 } scfm_model_config;
 
 /* What pretraining optimises: each term of an objective enters the loss
@@ -67,6 +82,14 @@ typedef struct {
     int learn_temperature;   /* 1: learn log(temperature) */
     int projection_dim;      /* output width of the projection head */
     double view_fraction;    /* of each cell's genes, the share each view draws (<= 0.5: disjoint) */
+    /* count encoders only (docs/encoders.md) */
+    double reconstruction;   /* the decoder's negative log-likelihood (or squared error) */
+    double kl;               /* KL(q(z|x) || N(0, I)) of a variational model */
+    int64_t kl_warmup_steps; /* the KL weight ramps linearly from 0 over these steps; 0: none */
+    double mae_mask_prob;    /* scMAE: fraction of each cell's genes masked; the loss is on them only */
+    double aug_dropout;      /* contrastive augmentations (CLEAR): genes set to 0, */
+    double aug_noise;        /* Gaussian noise std on non-zero values, */
+    double aug_swap;         /* fraction of genes swapping values with a random gene */
 } scfm_objective_config;
 
 typedef struct {

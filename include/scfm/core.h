@@ -58,7 +58,10 @@ enum {
     SCFM_STREAM_INIT = 4,
     SCFM_STREAM_HOLDOUT = 5,
     SCFM_STREAM_VALUE_MASK = 6,
-    SCFM_STREAM_VIEW = 7
+    SCFM_STREAM_VIEW = 7,
+    SCFM_STREAM_LATENT = 8,   /* a variational count encoder's latent noise */
+    SCFM_STREAM_GENE_MASK = 9, /* scMAE's masked genes */
+    SCFM_STREAM_AUGMENT = 10  /* the contrastive augmentations of a count vector */
 };
 
 /* CRC-32 (IEEE, as zlib's crc32): start with crc = 0, feed pieces in order. */

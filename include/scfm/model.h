@@ -1,7 +1,14 @@
 /* scfm model: a BERT encoder over gene tokens with a masked-LM head and an
  * optional cell classification head, in fp32
  * on the CPU. Parameters are stored under the Hugging Face BertForMaskedLM
- * names, in one contiguous buffer; gradients mirror it in a second buffer. */
+ * names, in one contiguous buffer; gradients mirror it in a second buffer.
+ *
+ * With model.encoder "mlp" or "linear" the same handle is a count encoder
+ * (src/model/fc.c, docs/encoders.md): an encoder-decoder over each cell's
+ * count vector (batches of `counts` shards: b->tokens are gene columns,
+ * b->counts and b->library their raw counts), scVI-style, with its own
+ * tensor names (encoder.*, decoder.*, px_r). Every function below takes
+ * either; where they differ it says so. */
 #ifndef SCFM_MODEL_H
 #define SCFM_MODEL_H
 
@@ -50,7 +57,8 @@ void scfm_model_init_weights(scfm_model *m, uint64_t seed);
 void scfm_model_zero_grad(scfm_model *m);
 
 /* Forward and backward floating-point operations per token of a batch (for
- * GFLOP/s reports): counts the matrix products and attention. */
+ * GFLOP/s reports): counts the matrix products and attention (a count
+ * encoder: its matrix products). */
 double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backward);
 
 /* Runs the encoder and the heads on b: the MLM head on its masked targets
@@ -74,6 +82,22 @@ void scfm_model_set_objective(scfm_model *m, const scfm_objective_config *o);
  * head's at one masked value count once). */
 int scfm_model_loss_terms(const scfm_model *m, const scfm_batch *b);
 
+/* Count encoders: the loss of a forward is, summed over the batch's cells,
+ * objective.reconstruction x the reconstruction loss (model.likelihood,
+ * summed over genes; scMAE: over the masked genes) + objective.kl x
+ * min(1, step / objective.kl_warmup_steps) x KL(q(z|x) || N(0, I)) when
+ * variational, and scfm_model_loss_terms is the number of cells. Training
+ * forwards sample z and apply dropout and, with objective.contrastive > 0,
+ * CLEAR's augmentations of the input, all keyed by (seed, epoch, cell id);
+ * evaluation forwards use z = mean. A new model weighs reconstruction and KL
+ * by 1 without warm-up until scfm_model_set_objective. */
+/* The optimiser step about to run, for the KL warm-up (the transformer
+ * ignores it). */
+void scfm_model_set_step(scfm_model *m, int64_t step);
+/* Width of a cell embedding from scfm_model_pool: model.hidden for the
+ * transformer, model.latent for a count encoder. */
+int scfm_model_embedding_width(const scfm_model *m);
+
 /* The encoder alone, for inference (no dropout, no heads): afterwards
  * scfm_model_hidden and scfm_model_layer_hidden hold b's hidden states. */
 scfm_status scfm_model_encode(scfm_model *m, const scfm_batch *b, scfm_error *err);
@@ -83,7 +107,9 @@ scfm_status scfm_model_encode(scfm_model *m, const scfm_batch *b, scfm_error *er
 const float *scfm_model_layer_hidden(const scfm_model *m, int k);
 /* Cell embeddings out[n_cells, hidden] from layer k's hidden states: the
  * mean over each cell's gene tokens (ids >= model.special_tokens), or its
- * first token (<cls>). */
+ * first token (<cls>). A count encoder gives its latent mean
+ * out[n_cells, latent] whatever k and how (scfm_model_hidden and
+ * scfm_model_layer_hidden return it too). */
 void scfm_model_pool(const scfm_model *m, const scfm_batch *b, int layer, scfm_pool how, float *out);
 /* After scfm_model_encode: class probabilities probs[n_cells, num_labels]
  * of the classification head (SCFM_ERR_ARG when the model has none). */
@@ -122,7 +148,9 @@ size_t scfm_model_layer_offset(const scfm_model *m, int l);
 typedef void (*scfm_grad_ready_fn)(size_t offset, size_t size, void *user);
 void scfm_model_set_grad_ready(scfm_model *m, scfm_grad_ready_fn fn, void *user);
 /* The ranges scfm_grad_ready_fn reports, in the same order (NULL arrays:
- * only the count, layers + 3). */
+ * only the count, layers + 3). A count encoder reports one range, every
+ * parameter, at the end of backward: its layers are small next to the
+ * transformer's and run in well under the reduction's latency. */
 int scfm_model_grad_ranges(const scfm_model *m, size_t *offset, size_t *size);
 /* After a backward with a hook: the word-embedding gradient rows kept aside
  * (a token id and a hidden-sized row per token of the batch; 0 rows after a
@@ -180,7 +208,8 @@ void scfm_infonce_backward(float *dz_all, float *dlog_tau, float *probs, const f
                            int N, int P, int lo, int n, float log_tau, float scale);
 
 /* After scfm_model_forward on b (a model with a projection head): the unit
- * projections z[n_cells, P] of b's cells, valid until the next forward. */
+ * projections z[n_cells, P] of b's cells, valid until the next forward. A
+ * count encoder projects its latent mean (C = model.latent above). */
 scfm_status scfm_model_contrastive_forward(scfm_model *m, const scfm_batch *b, const float **z, scfm_error *err);
 /* d(loss)/dz[n_cells, P] (already scaled) for the next scfm_model_backward on
  * the same batch, which takes it through the projection head and pooling

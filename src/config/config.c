@@ -60,6 +60,10 @@ _Static_assert(sizeof(scfm_position) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_schedule) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_pool) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_value_loss) == sizeof(int), "enum width");
+_Static_assert(sizeof(scfm_encoder) == sizeof(int), "enum width");
+_Static_assert(sizeof(scfm_count_repr) == sizeof(int), "enum width");
+_Static_assert(sizeof(scfm_likelihood) == sizeof(int), "enum width");
+_Static_assert(sizeof(scfm_condition_into) == sizeof(int), "enum width");
 
 static const char *const activation_names[] = {"gelu", "relu", NULL};
 static const char *const norm_names[] = {"post", "pre", NULL};
@@ -67,6 +71,10 @@ static const char *const position_names[] = {"learned", "none", NULL};
 static const char *const schedule_names[] = {"linear", "cosine", "constant", NULL};
 static const char *const pool_names[] = {"mean", "cls", NULL};
 static const char *const value_loss_names[] = {"ce", "mse", NULL};
+static const char *const encoder_names[] = {"transformer", "mlp", "linear", NULL};
+static const char *const count_repr_names[] = {"log1p", "raw", "rank", "bin", NULL};
+static const char *const likelihood_names[] = {"nb", "zinb", "poisson", "mse", NULL};
+static const char *const condition_into_names[] = {"encoder", "decoder", "both", NULL};
 
 static const char *const sections[] = {"data", "model", "train", "checkpoint", "finetune", "objective"};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
@@ -119,6 +127,31 @@ static const key_desc keys[] = {
     INT("model", "value_log1p", model.value_log1p, 0, 0, 1, 0,
         "the value bins were made from log1p-normalised counts (`scfm tokenize --log1p`): set from the shards by "
         "training, and `scfm embed` bins a value model's input the same way"),
+
+    ENUM("model", "encoder", scfm_encoder, model.encoder, SCFM_ENCODER_TRANSFORMER, encoder_names,
+         "cell encoder: the transformer over gene tokens, or a fully connected (`mlp`) or `linear` "
+         "encoder-decoder over the count vector of `counts` shards (docs/encoders.md)"),
+    ENUM("model", "input", scfm_count_repr, model.input, SCFM_COUNTS_LOG1P, count_repr_names,
+         "count encoders: the count vector as the encoder sees it: log1p of counts per 10,000, raw counts, "
+         "per-cell ranks or quantile bins"),
+    INT("model", "genes", model.genes, 0, 1, INT_MAX, F_ZERO_OK,
+        "count encoders: width of the count vector (the shards' gene set); 0 takes it from the shards"),
+    INT("model", "latent", model.latent, 10, 1, 65536, 0,
+        "count encoders: width of the latent, which is the cell embedding"),
+    INT("model", "fc_hidden", model.fc_hidden, 128, 1, 65536, 0,
+        "`mlp` encoder: width of its hidden layers (the decoder mirrors it)"),
+    INT("model", "fc_layers", model.fc_layers, 1, 1, 128, 0,
+        "`mlp` encoder: hidden layers of the encoder and of the decoder: a Linear to model.fc_hidden, then "
+        "residual blocks h + act(W h + b); no normalisation"),
+    ENUM("model", "likelihood", scfm_likelihood, model.likelihood, SCFM_LIK_NB, likelihood_names,
+         "count encoders: the reconstruction loss: negative log-likelihood of the raw counts under a negative "
+         "binomial, zero-inflated NB or Poisson with mean library x softmax (scVI), or squared error against "
+         "the input representation"),
+    INT("model", "variational", model.variational, 1, 0, 1, 0,
+        "count encoders: 1: a VAE (log-variance head, sampled latent, objective.kl); 0: a plain autoencoder"),
+    ENUM("model", "condition_into", scfm_condition_into, model.condition_into, SCFM_COND_DECODER,
+         condition_into_names,
+         "count encoders with model.condition_column: where the condition one-hot enters (scVI: the decoder)"),
 
     INT64("train", "steps", train.steps, 1000, 1, INT64_MAX, "optimizer steps"),
     INT64("train", "micro_batch_tokens", train.micro_batch_tokens, 8192, 1, INT64_MAX,
@@ -191,6 +224,23 @@ static const key_desc keys[] = {
         "L2-normalised output enters InfoNCE"),
     FLOAT("objective", "view_fraction", objective.view_fraction, 0.5, 0, 0.5, F_MIN_OPEN,
           "share of a cell's gene tokens drawn into each of its two disjoint views; 0.5 splits them"),
+    FLOAT("objective", "reconstruction", objective.reconstruction, 1, 0, 1000, 0,
+          "count encoders: weight of the reconstruction loss (model.likelihood), summed over genes per cell"),
+    FLOAT("objective", "kl", objective.kl, 1, 0, 1000, 0,
+          "count encoders with model.variational: weight of KL(q(z|x) || N(0, I)) per cell"),
+    INT64("objective", "kl_warmup_steps", objective.kl_warmup_steps, 400, 0, INT64_MAX,
+          "the KL weight is objective.kl x min(1, step / this); 0: no warm-up"),
+    FLOAT("objective", "mae_mask_prob", objective.mae_mask_prob, 0, 0, 1, F_MAX_OPEN,
+          "count encoders (scMAE): fraction of each cell's genes whose input is set to 0, the squared error "
+          "counted on them only; needs model.likelihood \"mse\"; 0: off"),
+    FLOAT("objective", "aug_dropout", objective.aug_dropout, 0, 0, 1, F_MAX_OPEN,
+          "count encoders with objective.contrastive (CLEAR): fraction of genes of each view set to 0"),
+    FLOAT("objective", "aug_noise", objective.aug_noise, 0, 0, 100, 0,
+          "count encoders with objective.contrastive: standard deviation of Gaussian noise added to each "
+          "view's non-zero inputs"),
+    FLOAT("objective", "aug_swap", objective.aug_swap, 0, 0, 1, 0,
+          "count encoders with objective.contrastive: fraction of genes of each view whose input is swapped "
+          "with a random gene's"),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -481,6 +531,36 @@ static void default_run_name(scfm_config *cfg) {
     if (len == 0 || strcmp(run, ".") == 0 || strcmp(run, "..") == 0) strcpy(run, "run");
 }
 
+/* The count encoders' own rules: they read count vectors, so the token
+ * objectives' value and MVC weights are refused; objective.mlm is ignored
+ * (its default is 1; gene masking is objective.mae_mask_prob there). */
+static scfm_status check_count_encoder(const scfm_config *cfg, const char *loc, scfm_error *err) {
+    const scfm_model_config *m = &cfg->model;
+    const scfm_objective_config *o = &cfg->objective;
+    const char *name = m->encoder == SCFM_ENCODER_MLP ? "mlp" : "linear";
+    if (o->value > 0.0 || o->mvc > 0.0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.value and objective.mvc need the transformer; "
+                         "model.encoder \"%s\" reconstructs the count vector instead (objective.reconstruction)",
+                         loc, name);
+    if (m->num_labels > 0 || m->value_bins > 0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%smodel.num_labels and model.value_bins need the transformer, "
+                         "not model.encoder \"%s\"", loc, name);
+    if (cfg->finetune.freeze_layers > 0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sfinetune.freeze_layers needs the transformer, not "
+                         "model.encoder \"%s\"", loc, name);
+    if (o->mae_mask_prob > 0.0 && m->likelihood != SCFM_LIK_MSE)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.mae_mask_prob > 0 (scMAE) needs model.likelihood "
+                         "\"mse\": the loss is the squared error at the masked genes", loc);
+    if (o->contrastive <= 0.0 && (o->aug_dropout > 0.0 || o->aug_noise > 0.0 || o->aug_swap > 0.0))
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.aug_* augment the views of the contrastive "
+                         "objective: objective.contrastive is 0", loc);
+    double kl = m->variational ? o->kl : 0.0;
+    if (o->reconstruction + kl + o->contrastive <= 0.0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.reconstruction, objective.kl (with "
+                         "model.variational) and objective.contrastive are all 0: nothing to train", loc);
+    return SCFM_OK;
+}
+
 static scfm_status check_cross_keys(const scfm_config *cfg, scfm_error *err) {
     char loc[LOC_MAX] = "";
     if (cfg->source[0]) snprintf(loc, sizeof loc, "%s: ", cfg->source);
@@ -503,9 +583,13 @@ static scfm_status check_cross_keys(const scfm_config *cfg, scfm_error *err) {
                          "%strain.warmup_steps (%" PRId64 ") must be <= train.steps (%" PRId64 ")",
                          loc, t->warmup_steps, t->steps);
     const scfm_objective_config *o = &cfg->objective;
+    if (m->encoder != SCFM_ENCODER_TRANSFORMER) return check_count_encoder(cfg, loc, err);
     if (o->mlm + o->value + o->mvc + o->contrastive <= 0.0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.mlm, objective.value, objective.mvc and "
                          "objective.contrastive are all 0: nothing to train", loc);
+    if (o->mae_mask_prob > 0.0 || o->aug_dropout > 0.0 || o->aug_noise > 0.0 || o->aug_swap > 0.0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.mae_mask_prob and objective.aug_* apply to count "
+                         "encoders only (model.encoder \"mlp\" or \"linear\")", loc);
     if (cfg->finetune.freeze_layers > m->layers)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%sfinetune.freeze_layers (%d) must be <= model.layers (%d)", loc,
                          cfg->finetune.freeze_layers, m->layers);

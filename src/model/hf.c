@@ -220,6 +220,9 @@ static scfm_status write_export(const scfm_model *m, const scfm_vocab *v, const 
 
 scfm_status scfm_hf_export(const scfm_model *m, const scfm_vocab *v, const char *dir, int force, scfm_error *err) {
     const scfm_model_config *c = scfm_model_get_config(m);
+    if (c->encoder != SCFM_ENCODER_TRANSFORMER)
+        return scfm_fail(err, SCFM_ERR_ARG, "only the transformer exports as BertForMaskedLM, not a count encoder "
+                         "(model.encoder \"%s\")", c->encoder == SCFM_ENCODER_MLP ? "mlp" : "linear");
     if (c->norm == SCFM_NORM_PRE)
         return scfm_fail(err, SCFM_ERR_ARG,
                          "a pre-LN model cannot be exported as BertForMaskedLM: BERT normalises after each "
@@ -362,6 +365,10 @@ static scfm_status parse_config(const char *path, hf_config *c, scfm_error *err)
     scfm_status st = read_text(path, &text, &len, err);
     if (st != SCFM_OK) return st;
     memset(c, 0, sizeof *c);
+    /* keys BERT has no word for (the count encoders') keep a config file's defaults */
+    scfm_config defaults;
+    scfm_config_defaults(&defaults);
+    c->mc = defaults.model;
     c->mc.activation = SCFM_ACT_GELU;
     c->mc.norm = SCFM_NORM_POST;
     c->mc.position = SCFM_POS_LEARNED;

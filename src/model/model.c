@@ -26,100 +26,11 @@
 
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/vmath.h"
-#include "scfm/model.h"
-
-typedef struct {
-    float *w_qkv, *b_qkv, *w_ao, *b_ao, *ln_a_w, *ln_a_b;
-    float *w_i, *b_i, *w_o, *b_o, *ln_f_w, *ln_f_b;
-} layer_weights;
-
-typedef struct {
-    float *wte, *wpe, *ln_e_w, *ln_e_b;
-    layer_weights *layers;
-    float *ln_fin_w, *ln_fin_b;
-    float *w_t, *b_t, *ln_t_w, *ln_t_b, *head_bias;
-    float *w_cls, *b_cls;
-    float *wve, *wce;                     /* value bins, conditions */
-    float *w_val, *b_val, *w_q, *b_q, *w_mvc; /* value and MVC heads */
-    float *w_p1, *b_p1, *w_p2, *b_p2, *log_tau;
-} weights;
-
-/* Activations of one layer for T tokens (see the forward passes). */
-typedef struct {
-    float *ln_a, *ln_a_mean, *ln_a_rstd; /* [T,C] [T] [T] */
-    float *qkv;                          /* [T,3C] */
-    float *ctx;                          /* [T,C] attention output before w_ao */
-    float *probs;                        /* heads * sum L^2 */
-    float *res1;                         /* [T,C] input + dropout(attention block) */
-    float *ln_f, *ln_f_mean, *ln_f_rstd; /* [T,C] [T] [T] */
-    float *f1, *act;                     /* [T,F] */
-    float *res2;                         /* [T,C] */
-} layer_acts;
-
-struct scfm_model {
-    scfm_model_config cfg;
-    int V, C, F, P, NL, NH, K;
-    int first_gene;          /* tokens below it are special */
-    int B, O, NC;            /* value bins, value head outputs, conditions */
-    double w_mlm, w_value, w_mvc; /* objective weights */
-    size_t n_params;
-    float *params, *grads;
-    weights w, g;
-    scfm_tensor_info *tensors;
-    int n_tensors;
-    size_t *layer_begin;     /* [layers + 1]: where each layer's parameters start; the last is the head's */
-    scfm_grad_ready_fn grad_ready;
-    void *grad_ready_user;
-    int n_deferred;                  /* lookup rows of the word-embedding gradient kept aside */
-    const int32_t *deferred_tokens;  /* [n_deferred] */
-    const float *deferred_rows;      /* [n_deferred, C] */
-
-    /* activation arena, sized for cap_T tokens, cap_N targets, cap_cells
-     * cells, cap_probs */
-    int cap_T, cap_N, cap_cells;
-    size_t cap_probs;
-    float *arena;
-    int32_t *positions, *token_cell; /* [T] */
-    float *emb, *ln_e_mean, *ln_e_rstd, *x0;
-    layer_acts *acts;
-    float *fin, *fin_mean, *fin_rstd;                   /* pre-LN final norm */
-    float *g_in, *t1, *t2, *t3, *t_mean, *t_rstd, *logits; /* head */
-    float *dhead1, *dhead2;                             /* [N,C] head backward scratch */
-    float *pooled, *cls_in, *cls_logits;                /* [n,C] [n_lab,C] [n_lab,K] classifier */
-    int32_t *cls_cell, *cls_label;                      /* [n_lab] */
-    int n_labelled;
-    int32_t *token_cond;                                /* [T] condition code of each token's cell */
-    float *v_in, *v_out, *dv_in;                        /* [Nv,C] [Nv,O] [Nv,C] value head */
-    float *mvc_e, *mvc_q1, *mvc_q, *mvc_wq, *mvc_pred;  /* [Nv,C] x4, [Nv] MVC */
-    float *mvc_cell, *mvc_dcell;                        /* [n,C] */
-    int32_t *mvc_cell_of;                               /* [Nv] cell of each masked value */
-    float *dres, *dtmp1, *dtmp2, *dqkv, *dff1, *dff2;   /* backward scratch */
-    float *attn_scratch;
-    int threads;
-
-    /* the last forward */
-    int training;
-    uint64_t seed;
-    uint32_t epoch;
-
-    /* the contrastive head's activations, and d(loss)/dz for the next backward */
-    scfm_projection_acts proj;
-    const float *proj_dz;
-};
+#include "model/model_impl.h"
 
 /* ---- parameter layout --------------------------------------------------- */
 
-/* Walks the layout once: with add_tensor it records names and offsets, and
- * with a base pointer it fills the views (for params or grads). */
-typedef struct {
-    scfm_model *m;
-    float *base;
-    weights *views;
-    size_t offset;
-    int record;
-} layout_walk;
-
-static float *place(layout_walk *lw, const char *name, int rows, int cols, int decay) {
+float *scfm_model_place(scfm_layout_walk *lw, const char *name, int rows, int cols, int decay) {
     size_t size = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
     if (lw->record) {
         scfm_tensor_info *ti = &lw->m->tensors[lw->m->n_tensors++];
@@ -138,14 +49,14 @@ static float *place(layout_walk *lw, const char *name, int rows, int cols, int d
 
 /* query, key and value are one [3C, C] matrix for a single sgemm, recorded as
  * three tensors so they keep their Hugging Face names. */
-static float *place_qkv(layout_walk *lw, const char *prefix, const char *suffix, int C, int cols,
+static float *place_qkv(scfm_layout_walk *lw, const char *prefix, const char *suffix, int C, int cols,
                         int decay) {
     static const char *parts[3] = {"query", "key", "value"};
     float *first = NULL;
     for (int i = 0; i < 3; i++) {
         char name[128];
         snprintf(name, sizeof name, "%.40s.attention.self.%s.%s", prefix, parts[i], suffix);
-        float *p = place(lw, name, C, cols, decay);
+        float *p = scfm_model_place(lw, name, C, cols, decay);
         if (i == 0) first = p;
     }
     return first;
@@ -153,24 +64,24 @@ static float *place_qkv(layout_walk *lw, const char *prefix, const char *suffix,
 
 /* The value and condition embeddings sit with the other embeddings, so the
  * fine-tuning freeze and the gradient buckets treat them alike. */
-static void place_value_embeddings(layout_walk *lw, weights *v) {
+static void place_value_embeddings(scfm_layout_walk *lw, weights *v) {
     const scfm_model *m = lw->m;
-    v->wve = m->B > 0 ? place(lw, "bert.embeddings.value_embeddings.weight", m->B + 1, m->C, 1) : NULL;
-    v->wce = m->NC > 0 ? place(lw, "bert.embeddings.condition_embeddings.weight", m->NC, m->C, 1) : NULL;
+    v->wve = m->B > 0 ? scfm_model_place(lw, "bert.embeddings.value_embeddings.weight", m->B + 1, m->C, 1) : NULL;
+    v->wce = m->NC > 0 ? scfm_model_place(lw, "bert.embeddings.condition_embeddings.weight", m->NC, m->C, 1) : NULL;
 }
 
-static void place_value_heads(layout_walk *lw, weights *v) {
+static void place_value_heads(scfm_layout_walk *lw, weights *v) {
     const scfm_model *m = lw->m;
     const int C = m->C;
     if (m->B == 0) {
         v->w_val = v->b_val = v->w_q = v->b_q = v->w_mvc = NULL;
         return;
     }
-    v->w_val = place(lw, "cls.value.weight", m->O, C, 1);
-    v->b_val = place(lw, "cls.value.bias", m->O, 0, 0);
-    v->w_q = place(lw, "cls.mvc.gene2query.weight", C, C, 1);
-    v->b_q = place(lw, "cls.mvc.gene2query.bias", C, 0, 0);
-    v->w_mvc = place(lw, "cls.mvc.W.weight", C, C, 1);
+    v->w_val = scfm_model_place(lw, "cls.value.weight", m->O, C, 1);
+    v->b_val = scfm_model_place(lw, "cls.value.bias", m->O, 0, 0);
+    v->w_q = scfm_model_place(lw, "cls.mvc.gene2query.weight", C, C, 1);
+    v->b_q = scfm_model_place(lw, "cls.mvc.gene2query.bias", C, 0, 0);
+    v->w_mvc = scfm_model_place(lw, "cls.mvc.W.weight", C, C, 1);
 }
 
 /* The value fields of the model's shape, from its configuration. */
@@ -181,15 +92,15 @@ static void set_value_shape(scfm_model *m, const scfm_model_config *cfg) {
 }
 
 static size_t walk_layout(scfm_model *m, float *base, weights *views, int record) {
-    layout_walk lw = {m, base, views, 0, record};
+    scfm_layout_walk lw = {m, base, 0, record};
     const int V = m->V, C = m->C, F = m->F;
     weights *v = views;
-    v->wte = place(&lw, "bert.embeddings.word_embeddings.weight", V, C, 1);
+    v->wte = scfm_model_place(&lw, "bert.embeddings.word_embeddings.weight", V, C, 1);
     v->wpe = m->cfg.position == SCFM_POS_LEARNED
-                 ? place(&lw, "bert.embeddings.position_embeddings.weight", m->P, C, 1)
+                 ? scfm_model_place(&lw, "bert.embeddings.position_embeddings.weight", m->P, C, 1)
                  : NULL;
-    v->ln_e_w = place(&lw, "bert.embeddings.LayerNorm.weight", C, 0, 0);
-    v->ln_e_b = place(&lw, "bert.embeddings.LayerNorm.bias", C, 0, 0);
+    v->ln_e_w = scfm_model_place(&lw, "bert.embeddings.LayerNorm.weight", C, 0, 0);
+    v->ln_e_b = scfm_model_place(&lw, "bert.embeddings.LayerNorm.bias", C, 0, 0);
     place_value_embeddings(&lw, v);
     for (int l = 0; l < m->NL; l++) {
         if (record) m->layer_begin[l] = lw.offset;
@@ -199,51 +110,71 @@ static size_t walk_layout(scfm_model *m, float *base, weights *views, int record
 #define NAMED(fmt) (snprintf(name, sizeof name, "%.39s." fmt, pre), name)
         L->w_qkv = place_qkv(&lw, pre, "weight", C, C, 1);
         L->b_qkv = place_qkv(&lw, pre, "bias", C, 0, 0);
-        L->w_ao = place(&lw, NAMED("attention.output.dense.weight"), C, C, 1);
-        L->b_ao = place(&lw, NAMED("attention.output.dense.bias"), C, 0, 0);
-        L->ln_a_w = place(&lw, NAMED("attention.output.LayerNorm.weight"), C, 0, 0);
-        L->ln_a_b = place(&lw, NAMED("attention.output.LayerNorm.bias"), C, 0, 0);
-        L->w_i = place(&lw, NAMED("intermediate.dense.weight"), F, C, 1);
-        L->b_i = place(&lw, NAMED("intermediate.dense.bias"), F, 0, 0);
-        L->w_o = place(&lw, NAMED("output.dense.weight"), C, F, 1);
-        L->b_o = place(&lw, NAMED("output.dense.bias"), C, 0, 0);
-        L->ln_f_w = place(&lw, NAMED("output.LayerNorm.weight"), C, 0, 0);
-        L->ln_f_b = place(&lw, NAMED("output.LayerNorm.bias"), C, 0, 0);
+        L->w_ao = scfm_model_place(&lw, NAMED("attention.output.dense.weight"), C, C, 1);
+        L->b_ao = scfm_model_place(&lw, NAMED("attention.output.dense.bias"), C, 0, 0);
+        L->ln_a_w = scfm_model_place(&lw, NAMED("attention.output.LayerNorm.weight"), C, 0, 0);
+        L->ln_a_b = scfm_model_place(&lw, NAMED("attention.output.LayerNorm.bias"), C, 0, 0);
+        L->w_i = scfm_model_place(&lw, NAMED("intermediate.dense.weight"), F, C, 1);
+        L->b_i = scfm_model_place(&lw, NAMED("intermediate.dense.bias"), F, 0, 0);
+        L->w_o = scfm_model_place(&lw, NAMED("output.dense.weight"), C, F, 1);
+        L->b_o = scfm_model_place(&lw, NAMED("output.dense.bias"), C, 0, 0);
+        L->ln_f_w = scfm_model_place(&lw, NAMED("output.LayerNorm.weight"), C, 0, 0);
+        L->ln_f_b = scfm_model_place(&lw, NAMED("output.LayerNorm.bias"), C, 0, 0);
 #undef NAMED
     }
     if (record) m->layer_begin[m->NL] = lw.offset;
     if (m->cfg.norm == SCFM_NORM_PRE) {
-        v->ln_fin_w = place(&lw, "bert.encoder.final_layer_norm.weight", C, 0, 0);
-        v->ln_fin_b = place(&lw, "bert.encoder.final_layer_norm.bias", C, 0, 0);
+        v->ln_fin_w = scfm_model_place(&lw, "bert.encoder.final_layer_norm.weight", C, 0, 0);
+        v->ln_fin_b = scfm_model_place(&lw, "bert.encoder.final_layer_norm.bias", C, 0, 0);
     } else {
         v->ln_fin_w = v->ln_fin_b = NULL;
     }
-    v->w_t = place(&lw, "cls.predictions.transform.dense.weight", C, C, 1);
-    v->b_t = place(&lw, "cls.predictions.transform.dense.bias", C, 0, 0);
-    v->ln_t_w = place(&lw, "cls.predictions.transform.LayerNorm.weight", C, 0, 0);
-    v->ln_t_b = place(&lw, "cls.predictions.transform.LayerNorm.bias", C, 0, 0);
-    v->head_bias = place(&lw, "cls.predictions.bias", V, 0, 0);
+    v->w_t = scfm_model_place(&lw, "cls.predictions.transform.dense.weight", C, C, 1);
+    v->b_t = scfm_model_place(&lw, "cls.predictions.transform.dense.bias", C, 0, 0);
+    v->ln_t_w = scfm_model_place(&lw, "cls.predictions.transform.LayerNorm.weight", C, 0, 0);
+    v->ln_t_b = scfm_model_place(&lw, "cls.predictions.transform.LayerNorm.bias", C, 0, 0);
+    v->head_bias = scfm_model_place(&lw, "cls.predictions.bias", V, 0, 0);
     if (m->K > 0) {
-        v->w_cls = place(&lw, "classifier.weight", m->K, C, 1);
-        v->b_cls = place(&lw, "classifier.bias", m->K, 0, 0);
+        v->w_cls = scfm_model_place(&lw, "classifier.weight", m->K, C, 1);
+        v->b_cls = scfm_model_place(&lw, "classifier.bias", m->K, 0, 0);
     } else {
         v->w_cls = v->b_cls = NULL;
     }
     place_value_heads(&lw, v);
+    scfm_model_place_projection(&lw, v, C);
+    return lw.offset;
+}
+
+void scfm_model_place_projection(scfm_layout_walk *lw, weights *v, int C) {
+    const scfm_model *m = lw->m;
     v->w_p1 = v->b_p1 = v->w_p2 = v->b_p2 = v->log_tau = NULL;
     if (m->cfg.projection_dim > 0) {
         const int P = m->cfg.projection_dim;
-        v->w_p1 = place(&lw, "contrastive.projection.0.weight", P, C, 1);
-        v->b_p1 = place(&lw, "contrastive.projection.0.bias", P, 0, 0);
-        v->w_p2 = place(&lw, "contrastive.projection.2.weight", P, P, 1);
-        v->b_p2 = place(&lw, "contrastive.projection.2.bias", P, 0, 0);
-        if (m->cfg.learn_temperature) v->log_tau = place(&lw, "contrastive.log_temperature", 1, 0, 0);
+        v->w_p1 = scfm_model_place(lw, "contrastive.projection.0.weight", P, C, 1);
+        v->b_p1 = scfm_model_place(lw, "contrastive.projection.0.bias", P, 0, 0);
+        v->w_p2 = scfm_model_place(lw, "contrastive.projection.2.weight", P, P, 1);
+        v->b_p2 = scfm_model_place(lw, "contrastive.projection.2.bias", P, 0, 0);
+        if (m->cfg.learn_temperature) v->log_tau = scfm_model_place(lw, "contrastive.log_temperature", 1, 0, 0);
     }
-    return lw.offset;
+}
+
+/* A count encoder (fc.c) in the model's buffers. */
+static scfm_status create_fc(const scfm_model_config *cfg, scfm_model **out, scfm_error *err) {
+    scfm_model *m = calloc(1, sizeof *m);
+    if (!m) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory creating the model");
+    m->cfg = *cfg;
+    scfm_status st = scfm_fc_create(m, err);
+    if (st != SCFM_OK) {
+        scfm_model_free(m);
+        return st;
+    }
+    *out = m;
+    return SCFM_OK;
 }
 
 scfm_status scfm_model_create(const scfm_model_config *cfg, scfm_model **out, scfm_error *err) {
     *out = NULL;
+    if (cfg->encoder != SCFM_ENCODER_TRANSFORMER) return create_fc(cfg, out, err);
     if (cfg->vocab_size < 3 || cfg->hidden < 1 || cfg->heads < 1 || cfg->hidden % cfg->heads ||
         cfg->layers < 1 || cfg->ffn < 1 || cfg->max_len < 1 || cfg->num_labels < 0 ||
         cfg->special_tokens < 0 || cfg->special_tokens >= cfg->vocab_size || cfg->value_bins < 0 ||
@@ -287,6 +218,7 @@ nomem:
 }
 
 size_t scfm_model_param_count(const scfm_model_config *cfg) {
+    if (cfg->encoder != SCFM_ENCODER_TRANSFORMER) return scfm_fc_param_count(cfg);
     scfm_model m = {0};
     m.cfg = *cfg;
     m.V = cfg->vocab_size;
@@ -320,11 +252,18 @@ void scfm_model_free(scfm_model *m) {
     free(m->tensors);
     free(m->layer_begin);
     scfm_projection_free(&m->proj);
+    scfm_fc_free(m->fc);
     free(m);
 }
 
 const scfm_model_config *scfm_model_get_config(const scfm_model *m) { return &m->cfg; }
-size_t scfm_model_layer_offset(const scfm_model *m, int l) { return m->layer_begin[l]; }
+/* A count encoder has no layer to freeze (the configuration refuses
+ * finetune.freeze_layers for it). */
+size_t scfm_model_layer_offset(const scfm_model *m, int l) { return m->fc ? 0 : m->layer_begin[l]; }
+int scfm_model_embedding_width(const scfm_model *m) { return m->fc ? m->cfg.latent : m->C; }
+void scfm_model_set_step(scfm_model *m, int64_t step) {
+    if (m->fc) scfm_fc_set_step(m->fc, step);
+}
 size_t scfm_model_num_params(const scfm_model *m) { return m->n_params; }
 float *scfm_model_params(scfm_model *m) { return m->params; }
 float *scfm_model_grads(scfm_model *m) { return m->grads; }
@@ -346,12 +285,15 @@ void scfm_model_init_weights(scfm_model *m, uint64_t seed) {
         const scfm_tensor_info *ti = &m->tensors[i];
         float *p = m->params + ti->offset;
         if (ti->ndim == 2) {
+            /* a count encoder's layers have no normalisation: LeCun-normal
+             * keeps their activations at scale whatever their width */
+            const float std = m->fc ? 1.0f / sqrtf((float)ti->shape[1]) : (float)m->cfg.init_std;
             for (size_t j = 0; j < ti->size; j++) {
                 uint64_t index = ti->offset + j;
                 uint32_t ctr[4] = {(uint32_t)index, (uint32_t)(index >> 32), 0, SCFM_STREAM_INIT};
                 uint32_t r[4];
                 scfm_philox(seed, ctr, r);
-                p[j] = (float)m->cfg.init_std * scfm_normal(r[0], r[1]);
+                p[j] = std * scfm_normal(r[0], r[1]);
             }
         } else {
             float value = is_layernorm_weight(ti->name) ? 1.0f : 0.0f;
@@ -367,6 +309,7 @@ void scfm_model_zero_grad(scfm_model *m) {
 }
 
 double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backward) {
+    if (m->fc) return scfm_fc_flops(m, b, with_backward);
     const double C = m->C, F = m->F, V = m->V;
     double per_token = 2.0 * (4.0 * C * C + 2.0 * C * F) * m->NL;
     double attention = 0.0;
@@ -509,15 +452,15 @@ static scfm_attention_dropout attention_dropout(const scfm_model *m, const scfm_
     return d;
 }
 
-static void activation_forward(const scfm_model *m, float *out, const float *inp, size_t n) {
+void scfm_model_activation_forward(const scfm_model *m, float *out, const float *inp, size_t n) {
     if (m->cfg.activation == SCFM_ACT_GELU)
         scfm_gelu_forward(out, inp, n);
     else
         scfm_relu_forward(out, inp, n);
 }
 
-static void activation_backward(const scfm_model *m, float *dinp, const float *inp,
-                                const float *dout, size_t n) {
+void scfm_model_activation_backward(const scfm_model *m, float *dinp, const float *inp, const float *dout,
+                                    size_t n) {
     if (m->cfg.activation == SCFM_ACT_GELU)
         scfm_gelu_backward(dinp, inp, dout, n);
     else
@@ -535,6 +478,7 @@ static const float *layer_output(const scfm_model *m, int l) {
 }
 
 const float *scfm_model_hidden(const scfm_model *m) {
+    if (m->fc) return scfm_fc_latent(m);
     return m->cfg.norm == SCFM_NORM_PRE ? m->fin : layer_output(m, m->NL - 1);
 }
 
@@ -614,7 +558,7 @@ static void layer_forward(scfm_model *m, const scfm_batch *b, int l) {
         ffn_in = a->ln_f;
     }
     scfm_linear_forward(a->f1, ffn_in, w->w_i, w->b_i, T, C, F);
-    activation_forward(m, a->act, a->f1, (size_t)T * F);
+    scfm_model_activation_forward(m, a->act, a->f1, (size_t)T * F);
     scfm_linear_forward(a->res2, a->act, w->w_o, w->b_o, T, F, C);
     dropout_tokens(m, b, a->res2, layer_site(l, SITE_FFN_OUT));
     add_inplace(a->res2, post ? a->ln_a : a->res1, (size_t)T * C);
@@ -631,7 +575,7 @@ static double head_forward(scfm_model *m, const scfm_batch *b) {
     for (int n = 0; n < N; n++)
         memcpy(m->g_in + (size_t)n * C, hidden + (size_t)b->target_index[n] * C, sizeof(float) * C);
     scfm_linear_forward(m->t1, m->g_in, m->w.w_t, m->w.b_t, N, C, C);
-    activation_forward(m, m->t2, m->t1, (size_t)N * C);
+    scfm_model_activation_forward(m, m->t2, m->t1, (size_t)N * C);
     scfm_layernorm_forward(m->t3, m->t_mean, m->t_rstd, m->t2, m->w.ln_t_w, m->w.ln_t_b, N, C,
                            (float)m->cfg.layer_norm_eps);
     scfm_linear_forward(m->logits, m->t3, m->w.wte, m->w.head_bias, N, C, V);
@@ -740,6 +684,7 @@ static double mvc_forward(scfm_model *m, const scfm_batch *b) {
 }
 
 void scfm_model_set_objective(scfm_model *m, const scfm_objective_config *o) {
+    if (m->fc) scfm_fc_set_objective(m->fc, o);
     m->w_mlm = o->mlm;
     m->w_value = o->value;
     m->w_mvc = o->mvc;
@@ -747,6 +692,7 @@ void scfm_model_set_objective(scfm_model *m, const scfm_objective_config *o) {
 
 scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training, uint64_t seed,
                                uint32_t epoch, double *loss_sum, scfm_error *err) {
+    if (m->fc) return scfm_fc_forward(m, b, training, seed, epoch, loss_sum, err);
     scfm_status st = encoder_forward(m, b, training, seed, epoch, err);
     if (st != SCFM_OK) return st;
     *loss_sum = 0.0;
@@ -760,6 +706,7 @@ scfm_status scfm_model_forward(scfm_model *m, const scfm_batch *b, int training,
 }
 
 int scfm_model_loss_terms(const scfm_model *m, const scfm_batch *b) {
+    if (m->fc) return b->n_cells;
     int n = m->w_mlm > 0.0 ? b->n_targets : 0;
     for (int c = 0; m->K > 0 && c < b->n_cells; c++) n += b->labels[c] >= 0;
     if (value_active(m, b) || mvc_active(m, b)) n += b->n_value_targets;
@@ -767,14 +714,20 @@ int scfm_model_loss_terms(const scfm_model *m, const scfm_batch *b) {
 }
 
 scfm_status scfm_model_encode(scfm_model *m, const scfm_batch *b, scfm_error *err) {
+    if (m->fc) return scfm_fc_forward(m, b, 0, 0, 0, NULL, err);
     return encoder_forward(m, b, 0, 0, 0, err);
 }
 
 const float *scfm_model_layer_hidden(const scfm_model *m, int k) {
+    if (m->fc) return scfm_fc_latent(m);
     return k >= m->NL ? scfm_model_hidden(m) : layer_output(m, k - 1);
 }
 
 void scfm_model_pool(const scfm_model *m, const scfm_batch *b, int layer, scfm_pool how, float *out) {
+    if (m->fc) {
+        memcpy(out, scfm_fc_latent(m), sizeof(float) * (size_t)b->n_cells * (size_t)m->cfg.latent);
+        return;
+    }
     pool(m, b, scfm_model_layer_hidden(m, layer), how, out);
 }
 
@@ -799,7 +752,7 @@ static void head_backward(scfm_model *m, const scfm_batch *b, float scale, float
     memset(m->dhead2, 0, sizeof(float) * (size_t)N * C);
     scfm_layernorm_backward(m->dhead2, g->ln_t_w, g->ln_t_b, m->dhead1, m->t2, m->w.ln_t_w, m->t_mean,
                             m->t_rstd, N, C);
-    activation_backward(m, m->dhead1, m->t1, m->dhead2, (size_t)N * C);
+    scfm_model_activation_backward(m, m->dhead1, m->t1, m->dhead2, (size_t)N * C);
     scfm_linear_backward(m->dhead2, g->w_t, g->b_t, m->dhead1, m->g_in, m->w.w_t, N, C, C, 0);
     for (int n = 0; n < N; n++) {
         float *d = dhidden + (size_t)b->target_index[n] * C;
@@ -913,7 +866,7 @@ static void layer_backward(scfm_model *m, const scfm_batch *b, int l) {
         memcpy(m->dtmp2, m->dtmp1, sizeof(float) * TC); /* d h, residual path */
         dropout_tokens(m, b, m->dtmp1, layer_site(l, SITE_FFN_OUT));
         scfm_linear_backward(m->dff1, g->w_o, g->b_o, m->dtmp1, a->act, w->w_o, T, F, C, 0);
-        activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
+        scfm_model_activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
         scfm_linear_backward(m->dtmp2, g->w_i, g->b_i, m->dff2, a->ln_a, w->w_i, T, C, F, 1);
         /* dres = d res1 */
         memset(m->dres, 0, sizeof(float) * TC);
@@ -927,7 +880,7 @@ static void layer_backward(scfm_model *m, const scfm_batch *b, int l) {
     } else {
         copy_dropped(m, b, m->dtmp1, m->dres, layer_site(l, SITE_FFN_OUT));
         scfm_linear_backward(m->dff1, g->w_o, g->b_o, m->dtmp1, a->act, w->w_o, T, F, C, 0);
-        activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
+        scfm_model_activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
         scfm_linear_backward(m->dtmp2, g->w_i, g->b_i, m->dff2, a->ln_f, w->w_i, T, C, F, 0);
         scfm_layernorm_backward(m->dres, g->ln_f_w, g->ln_f_b, m->dtmp2, a->res1, w->ln_f_w,
                                 a->ln_f_mean, a->ln_f_rstd, T, C);
@@ -947,6 +900,13 @@ void scfm_model_set_grad_ready(scfm_model *m, scfm_grad_ready_fn fn, void *user)
 }
 
 int scfm_model_grad_ranges(const scfm_model *m, size_t *offset, size_t *size) {
+    if (m->fc) {
+        if (offset) {
+            offset[0] = 0;
+            size[0] = m->n_params;
+        }
+        return 1;
+    }
     const size_t wte = (size_t)m->V * (size_t)m->C;
     int n = 0;
     size_t begin[m->NL + 3], end[m->NL + 3];
@@ -992,6 +952,10 @@ static void grads_ready(const scfm_model *m, size_t begin, size_t end) {
 }
 
 void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
+    if (m->fc) {
+        scfm_fc_backward(m, b, loss_scale);
+        return;
+    }
     const int T = b->n_tokens, C = m->C;
     const size_t wte = (size_t)m->V * (size_t)C;
     /* With a hook, the word embeddings' gradient is reported in two parts:
@@ -1022,12 +986,12 @@ void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
 /* ---- the contrastive head's entry points (layers in src/model/contrastive.c) ---- */
 
 scfm_status scfm_model_contrastive_forward(scfm_model *m, const scfm_batch *b, const float **z, scfm_error *err) {
-    const int P = m->cfg.projection_dim, n = b->n_cells;
+    const int P = m->cfg.projection_dim, n = b->n_cells, C = scfm_model_embedding_width(m);
     if (P == 0) return scfm_fail(err, SCFM_ERR_ARG, "the model has no contrastive head (projection_dim 0)");
-    scfm_status st = scfm_projection_reserve(&m->proj, n, m->C, P, err);
+    scfm_status st = scfm_projection_reserve(&m->proj, n, C, P, err);
     if (st != SCFM_OK) return st;
-    pool(m, b, scfm_model_hidden(m), m->cfg.pool, m->proj.x);
-    scfm_projection_forward(&m->proj, m->w.w_p1, m->w.b_p1, m->w.w_p2, m->w.b_p2, n, m->C, P, m->cfg.activation);
+    scfm_model_pool(m, b, m->NL, m->cfg.pool, m->proj.x);
+    scfm_projection_forward(&m->proj, m->w.w_p1, m->w.b_p1, m->w.w_p2, m->w.b_p2, n, C, P, m->cfg.activation);
     m->proj_dz = NULL;
     *z = m->proj.z;
     return SCFM_OK;

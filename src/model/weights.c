@@ -40,7 +40,23 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
         {"max_len", values[5]},   {"activation", values[6]}, {"norm", values[7]},
         {"position", values[8]},  {"layer_norm_eps", values[9]},
     };
-    scfm_status st = scfm_safetensors_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
+    /* A count encoder's shape instead of the transformer's, which it ignores. */
+    static const char *const encoders[] = {"transformer", "mlp", "linear"};
+    static const char *const likelihoods[] = {"nb", "zinb", "poisson", "mse"};
+    char fc_values[5][32];
+    snprintf(fc_values[0], 32, "%d", c->genes);
+    snprintf(fc_values[1], 32, "%d", c->latent);
+    snprintf(fc_values[2], 32, "%d", c->fc_hidden);
+    snprintf(fc_values[3], 32, "%d", c->fc_layers);
+    snprintf(fc_values[4], 32, "%d", c->variational);
+    const scfm_st_meta fc_meta[] = {
+        {"format", "scfm-model"},      {"encoder", encoders[c->encoder]}, {"genes", fc_values[0]},
+        {"latent", fc_values[1]},      {"fc_hidden", fc_values[2]},       {"fc_layers", fc_values[3]},
+        {"variational", fc_values[4]}, {"likelihood", likelihoods[c->likelihood]},
+    };
+    const int fc = c->encoder != SCFM_ENCODER_TRANSFORMER;
+    scfm_status st = fc ? scfm_safetensors_write(path, t, n, fc_meta, (int)(sizeof fc_meta / sizeof fc_meta[0]), err)
+                        : scfm_safetensors_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0]), err);
     free(t);
     return st;
 }

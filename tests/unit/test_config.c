@@ -345,6 +345,48 @@ static void test_cross_keys(void) {
     CU_ASSERT_EQUAL(scfm_config_load(&cfg, NULL, sum, 2, &err), SCFM_OK);
 }
 
+/* The count encoders' rules: value/MVC and transformer-only heads refused,
+ * scMAE needs the squared error, augmentations need the contrastive
+ * objective, and the transformer refuses the count encoders' objectives. */
+/* A file error whose message holds part (after the file's name). */
+static void expect_file_error_part(const char *name, const char *text, const char *part) {
+    const char *path = write_cfg(name, text);
+    scfm_config cfg;
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL(scfm_config_load(&cfg, path, NULL, 0, &err), SCFM_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, path));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, part));
+    if (!strstr(err.message, part)) fprintf(stderr, "\n  got: %s\n  expected a part: %s\n", err.message, part);
+}
+
+static void test_count_encoder_keys(void) {
+    expect_file_error_part("fc_value", "model = { encoder = \"mlp\"; };\nobjective = { value = 1.0; };\n",
+                      "objective.value and objective.mvc need the transformer");
+    expect_file_error_part("fc_labels", "model = { encoder = \"linear\"; num_labels = 3; };\n",
+                      "model.num_labels and model.value_bins need the transformer");
+    expect_file_error_part("fc_mae", "model = { encoder = \"mlp\"; };\nobjective = { mae_mask_prob = 0.5; };\n",
+                      "objective.mae_mask_prob > 0 (scMAE) needs model.likelihood \"mse\"");
+    expect_file_error_part("fc_aug", "model = { encoder = \"mlp\"; };\nobjective = { aug_noise = 0.1; };\n",
+                      "objective.aug_* augment the views of the contrastive objective");
+    expect_file_error_part("fc_nothing",
+                      "model = { encoder = \"mlp\"; variational = 0; };\nobjective = { reconstruction = 0.0; };\n",
+                      "nothing to train");
+    expect_file_error_part("tf_mae", "objective = { mae_mask_prob = 0.5; };\n",
+                      "apply to count encoders only");
+    const char *ok[] = {"model.encoder=mlp", "model.likelihood=mse", "objective.mae_mask_prob=0.5",
+                        "objective.contrastive=1", "objective.aug_swap=0.1", "model.condition_into=both"};
+    scfm_config cfg;
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL(scfm_config_load(&cfg, NULL, ok, 6, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(cfg.model.encoder, SCFM_ENCODER_MLP);
+    CU_ASSERT_EQUAL(cfg.model.likelihood, SCFM_LIK_MSE);
+    CU_ASSERT_EQUAL(cfg.model.condition_into, SCFM_COND_BOTH);
+    CU_ASSERT_EQUAL(cfg.model.latent, 10);
+    CU_ASSERT_EQUAL(cfg.model.fc_hidden, 128);
+    CU_ASSERT_EQUAL(cfg.model.input, SCFM_COUNTS_LOG1P);
+    CU_ASSERT_EQUAL(cfg.objective.kl_warmup_steps, 400);
+}
+
 static void assert_configs_equal(const scfm_config *a, const scfm_config *b) {
 #define SAME(f) CU_ASSERT_EQUAL(a->f, b->f)
 #define SAME_STR(f) CU_ASSERT_STRING_EQUAL(a->f, b->f)
@@ -504,10 +546,10 @@ static void test_reference(void) {
     CU_ASSERT_PTR_NOT_NULL(
         strstr(mem, "| `model.activation` | enum | `\"relu\"` | `gelu`, `relu` |"));
     CU_ASSERT_PTR_NOT_NULL(strstr(mem, "| `checkpoint.dir` | string | `\"checkpoints\"` |"));
-    /* One row per key: 58 keys plus the two header lines. */
+    /* One row per key: 74 keys plus the two header lines. */
     int lines = 0;
     for (const char *p = mem; *p; p++) lines += *p == '\n';
-    CU_ASSERT_EQUAL(lines, 60);
+    CU_ASSERT_EQUAL(lines, 76);
     free(mem);
 }
 
@@ -548,6 +590,7 @@ static CU_TestInfo tests[] = {
     {"overrides", test_overrides_valid},
     {"invalid overrides", test_overrides_invalid},
     {"cross-key checks", test_cross_keys},
+    {"count encoder keys", test_count_encoder_keys},
     {"a configuration filled in code is validated", test_validate},
     {"write and load round trip", test_write_round_trip},
     {"write error", test_write_error},

@@ -110,4 +110,36 @@ void scfm_rowdot_forward(float *out, const float *a, const float *cells, const i
 void scfm_rowdot_backward(float *da, float *dcells, const float *dout, const float *a, const float *cells,
                           const int32_t *cell_of, int N, int C);
 
+/* ---- the count encoders' losses (counts.c; docs/encoders.md) ----
+ * n cells of G genes: x[n,G] raw counts, mu[n,G] their modelled means, loss[n]
+ * per cell summed over genes. Backward kernels overwrite the per-element
+ * gradients (dmu, dpi, dpred) and add into per-gene or per-cell ones. */
+
+/* mu[n,G] = library[c] softmax(logits[c,:]) (scVI's px_rate). */
+void scfm_count_mean_forward(float *mu, const float *logits, const float *library, int n, int G);
+/* dlogits[n,G] = d/dlogits of the loss whose gradient at mu is dmu (library > 0). */
+void scfm_count_mean_backward(float *dlogits, const float *dmu, const float *mu, const float *library, int n,
+                              int G);
+/* -log NB(x; mu, theta = exp(log_theta[G])), and with pi[n,G] (dropout
+ * logits; NULL: plain NB) the zero-inflated NB with dropout probability
+ * sigmoid(pi), as scVI's log_nb_positive / log_zinb_positive (eps 1e-8). */
+void scfm_nb_forward(double *loss, const float *x, const float *mu, const float *log_theta, const float *pi, int n,
+                     int G);
+/* dmu[n,G] = scale d/dmu, dpi[n,G] = scale d/dpi (with pi), dlog_theta[G] += scale d/dlog_theta. */
+void scfm_nb_backward(float *dmu, float *dlog_theta, float *dpi, const float *x, const float *mu,
+                      const float *log_theta, const float *pi, int n, int G, float scale);
+/* -log Poisson(x; mu) (eps 1e-8 in the logarithm); dmu[n,G] = scale d/dmu. */
+void scfm_poisson_forward(double *loss, const float *x, const float *mu, int n, int G);
+void scfm_poisson_backward(float *dmu, const float *x, const float *mu, int n, int G, float scale);
+/* sum_j mask (pred - target)^2 per cell (mask[n,G] of 0/1; NULL: every gene);
+ * dpred[n,G] = scale d/dpred. */
+void scfm_sqerr_forward(double *loss, const float *pred, const float *target, const float *mask, int n, int G);
+void scfm_sqerr_backward(float *dpred, const float *pred, const float *target, const float *mask, int n, int G,
+                         float scale);
+/* KL(N(mu, exp(logvar)) || N(0, I)) per cell of mu[n,D], logvar[n,D];
+ * backward adds scale d/dmu and scale d/dlogvar. */
+void scfm_kl_normal_forward(double *loss, const float *mu, const float *logvar, int n, int D);
+void scfm_kl_normal_backward(float *dmu, float *dlogvar, const float *mu, const float *logvar, int n, int D,
+                             float scale);
+
 #endif
