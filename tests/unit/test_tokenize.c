@@ -300,7 +300,7 @@ static const char *write_set(const char *name, const scfm_vocab *v, int64_t voca
     const int n_cats = 2;
     const int64_t source_cells = 4;
     scfm_shard_meta meta = {bin ? "bin" : "rank", vocab_size, v->hash, 8, bin ? 51 : 0, "test", index, n_shards,
-                            1, &source, &source_cells, 1, &column, &n_cats, &categories};
+                            1, &source, &source_cells, 1, &column, &n_cats, &categories, 0, NULL, NULL};
     scfm_error err = {0};
     scfm_shard_writer *w = NULL;
     CU_ASSERT_EQUAL_FATAL(scfm_shard_create(NULL, path, &meta, &w, &err), SCFM_OK);
@@ -311,8 +311,8 @@ static const char *write_set(const char *name, const scfm_vocab *v, int64_t voca
     const int64_t ids1[] = {0, 2}, ids2[] = {3};
     const int32_t codes1[] = {1, -1}, codes2[] = {0};
     const int32_t *c1 = codes1, *c2 = codes2;
-    scfm_shard_cells a = {2, off1, tok1, bin ? val1 : NULL, ids1, &c1};
-    scfm_shard_cells b = {1, off2, tok2, bin ? val2 : NULL, ids2, &c2};
+    scfm_shard_cells a = {2, off1, tok1, bin ? val1 : NULL, ids1, &c1, NULL, NULL};
+    scfm_shard_cells b = {1, off2, tok2, bin ? val2 : NULL, ids2, &c2, NULL, NULL};
     CU_ASSERT_EQUAL_FATAL(scfm_shard_append(w, &a, &err), SCFM_OK);
     CU_ASSERT_EQUAL_FATAL(scfm_shard_append(w, &b, &err), SCFM_OK);
     CU_ASSERT_EQUAL_FATAL(scfm_shard_finish(w, 1, &err), SCFM_OK);
