@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "scfm/config.h"
 #include "scfm/core.h"
 #include "scfm/dist.h"
 #include "scfm/io.h"
@@ -59,6 +60,22 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
 void scfm_batch_set_values(scfm_batch *b, const uint8_t *values);
 /* Sets the counts (length of its tokens) and library size of the last cell added. */
 void scfm_batch_set_counts(scfm_batch *b, const float *counts, float library);
+
+/* A count batch as the dense matrix x[n_cells, n_genes], row-major, in the
+ * representation a count encoder reads (src/data/counts.c,
+ * docs/formats.md): genes without a count are 0 in every representation.
+ *   SCFM_COUNTS_LOG1P: log1p(count / library x 10,000);
+ *   SCFM_COUNTS_RAW: the count;
+ *   SCFM_COUNTS_RANK: with the cell's n genes that have a count ordered by
+ *     count, descending, ties by column, the gene at place r (0, 1, ...)
+ *     gets (n - r) / n: 1 for the highest, 1/n for the lowest;
+ *   SCFM_COUNTS_BIN: the bin (as a float) that scfm_bin_encode gives the
+ *     gene among the cell's log1p values, n_bins in [2, 256], ties on edges
+ *     drawn with seed 0 and the batch's cell id.
+ * SCFM_ERR_ARG for a token outside [0, n_genes) or, with log1p, a cell with
+ * counts and no library; SCFM_ERR_NOMEM. */
+scfm_status scfm_counts_dense(const scfm_batch *b, int n_genes, scfm_count_repr repr, int n_bins, float *x,
+                              scfm_error *err);
 
 typedef struct {
     double mask_prob;          /* fraction of non-special tokens selected */
@@ -127,8 +144,11 @@ scfm_status scfm_synthetic_tokens(const char *dir, int64_t n_cells, int n_genes,
 
 /* The training data loader (src/data/loader.c): a background thread streams
  * this rank's cells from the shards in a global per-epoch order, packs them
- * into masked micro-batches by token budget and keeps up to `prefetch` of
- * them ready. */
+ * into masked micro-batches by token budget (or a number of cells) and keeps
+ * up to `prefetch` of them ready. From count shards (mode "counts") every
+ * cell comes with its counts and library size (scfm_batch.counts, .library),
+ * cells without a count in the gene set included, and nothing is masked:
+ * the tokens are columns of the gene set, not vocabulary tokens. */
 
 /* The cell at sequence position p (0 <= p < n) of epoch `epoch`: a keyed
  * bijection of [0, n) (four Feistel rounds over Philox, walked until the
@@ -141,8 +161,11 @@ int64_t scfm_shuffle_index(uint64_t seed, uint32_t epoch, int64_t n, int64_t p);
 typedef struct {
     uint64_t seed;              /* keys the order and the masks */
     int rank, world;            /* this rank reads positions rank, rank + world, ... */
-    int max_len;                /* longer cells keep their first max_len tokens */
+    int max_len;                /* longer cells keep their first max_len tokens (not in counts mode, whose
+                                   tokens are columns: a cell is never cut) */
     int64_t micro_batch_tokens; /* budget; a micro-batch holds at least one cell */
+    int micro_batch_cells;      /* > 0: every micro-batch holds this many cells (the last of an epoch may
+                                   hold fewer), whatever their tokens; micro_batch_tokens is not used */
     int prefetch;               /* ready micro-batches at most; 0: SCFM_LOADER_PREFETCH */
     scfm_mask_config mask;      /* vocab_size 0: the shards' vocabulary */
     const int32_t *labels;      /* NULL, or a class per cell of the shards: cells without one (-1) are
@@ -177,6 +200,9 @@ scfm_status scfm_loader_open(const char *dir, const scfm_loader_config *cfg,
                              const scfm_loader_position *start, scfm_loader **out, scfm_error *err);
 int64_t scfm_loader_num_cells(const scfm_loader *l);
 int scfm_loader_vocab_size(const scfm_loader *l);
+/* Count shards: G, the columns of their gene set (the width of a dense count
+ * vector); 0 for token shards. */
+int scfm_loader_n_genes(const scfm_loader *l);
 /* Waits for the next micro-batch and moves it into b by swapping storage
  * with it (b's old arrays go back to the loader for reuse; b starts
  * initialised or as a batch an earlier call filled, and its owner frees it
@@ -350,7 +376,7 @@ void scfm_output_dir_discard(const char *dir);
 
 /* What every shard of a set records. */
 typedef struct {
-    const char *mode;                 /* "rank" or "bin" */
+    const char *mode;                 /* "rank", "bin" or "counts" */
     int64_t vocab_size;
     uint64_t vocab_hash;
     int max_length;                   /* tokens per cell, <cls>/<eos> included */
@@ -364,6 +390,11 @@ typedef struct {
     const char *const *obs_columns;
     const int *obs_n_categories;
     const char *const *const *obs_categories;
+    /* counts mode: the gene set, column c being vocabulary token genes[c] (ascending) with gene id
+     * gene_ids[c] */
+    int n_genes;
+    const int32_t *genes;
+    const char *const *gene_ids;
 } scfm_shard_meta;
 
 /* One rank's next cells for a shard. */
@@ -374,6 +405,8 @@ typedef struct {
     const uint8_t *values;            /* bin mode: a value per token; NULL in rank mode */
     const int64_t *cell_ids;          /* [n_cells] index in the concatenated inputs */
     const int32_t *const *obs_codes;  /* [n_obs][n_cells], -1 = missing */
+    const float *counts;              /* counts mode: each token's (column's) raw count; else NULL */
+    const float *library;             /* counts mode: [n_cells] each cell's total count; else NULL */
 } scfm_shard_cells;
 
 typedef struct scfm_shard_writer scfm_shard_writer;
@@ -390,7 +423,7 @@ scfm_status scfm_shard_finish(scfm_shard_writer *w, int64_t skipped_cells, scfm_
 /* Closes the file without completing it and frees w (NULL is allowed). */
 void scfm_shard_abort(scfm_shard_writer *w);
 
-/* "rank" or "bin". */
+/* "rank", "bin" or "counts". */
 const char *scfm_shards_mode(const scfm_shards *s);
 /* Bin mode: the bins B (values in [0, B)) and how counts were binned, in
  * words (the first shard's; 0 and "" in rank mode). */
@@ -402,6 +435,18 @@ int64_t scfm_shards_cell_id(const scfm_shards *s, int64_t i);
 /* Bin mode: the value of each token of cell i, like scfm_shards_cell. */
 scfm_status scfm_shards_cell_values(scfm_shards *s, int64_t i, const uint8_t **values, int *length,
                                     scfm_error *err);
+/* Counts mode: the gene set, the same in every shard: *n_genes columns, column
+ * c being vocabulary token (*tokens)[c], ascending (storage owned by s).
+ * *n_genes is 0 and *tokens NULL for token shards. */
+void scfm_shards_gene_set(const scfm_shards *s, const int32_t **tokens, int *n_genes);
+/* Counts mode: the raw count of each token (column) of cell i, like
+ * scfm_shards_cell; SCFM_ERR_ARG for other shards. Reading checks that the
+ * counts are finite and positive. */
+scfm_status scfm_shards_cell_counts(scfm_shards *s, int64_t i, const float **counts, int *length,
+                                    scfm_error *err);
+/* Counts mode: cell i's library size, its total count over all genes of its
+ * input (before the gene set was applied); 0 for other shards. */
+float scfm_shards_cell_library(const scfm_shards *s, int64_t i);
 /* The categorical obs column `column` of every shard: codes[cells] (-1:
  * missing; malloc'd) and its categories (the same in every shard;
  * scfm_free_strings). SCFM_ERR_CONFIG naming the columns present when a
@@ -462,16 +507,18 @@ typedef struct {
 int scfm_bin_encode(const scfm_bin_params *p, int64_t cell_id, const int32_t *tokens, const float *counts,
                     int n, double total, scfm_cell_entry *scratch, int32_t *out_tokens, uint8_t *out_values);
 
-typedef enum { SCFM_TOKENIZE_RANK = 0, SCFM_TOKENIZE_BIN } scfm_tokenize_mode;
+typedef enum { SCFM_TOKENIZE_RANK = 0, SCFM_TOKENIZE_BIN, SCFM_TOKENIZE_COUNTS } scfm_tokenize_mode;
 
 typedef struct {
     scfm_tokenize_mode mode;
-    int max_length;               /* tokens per cell, <cls>/<eos> included */
+    int max_length;               /* tokens per cell, <cls>/<eos> included (not counts mode: a cell keeps
+                                   * every gene of the set) */
     int match_symbol;             /* match genes to the vocabulary by symbol instead of id */
     int64_t cells_per_shard;      /* input cells per shard file */
     int n_bins;                   /* bin mode */
     int log1p;                    /* bin mode: bin log1p-normalised counts instead of raw ones */
-    int hvg;                      /* bin mode: keep the hvg most variable genes; 0 keeps all */
+    int hvg;                      /* bin and counts modes: keep the hvg most variable genes (at most the
+                                   * vocabulary's genes); 0 keeps all */
     int include_zeros;            /* bin mode with hvg: every kept gene, zeros in bin 0 */
     uint64_t seed;
     const char *obs;              /* comma-separated obs columns; NULL: the categorical columns common to
@@ -497,6 +544,7 @@ typedef struct {
     int64_t cells_empty;          /* no counts at all */
     int64_t cells_empty_in_vocab; /* counts only in genes outside the vocabulary (or the hvg set) */
     int64_t cells_cut;            /* more genes than max_length allows */
+    int64_t cells_zero_in_set;    /* counts mode: written without a count in the gene set */
     int n_shards;
     int hvg_genes;                /* genes in the hvg set (ties at the cut-off included) */
 } scfm_tokenize_report;

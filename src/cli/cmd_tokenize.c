@@ -12,7 +12,7 @@
 #define PROGRESS_EVERY_S 10.0
 
 static const char *tokenize_help =
-    "usage: [mpirun -np N] scfm tokenize --mode rank|bin --vocab VOCAB_DIR INPUT... -o SHARD_DIR\n"
+    "usage: [mpirun -np N] scfm tokenize --mode rank|bin|counts --vocab VOCAB_DIR INPUT... -o SHARD_DIR\n"
     "                                    [options]\n"
     "\n"
     "Turns count matrices into the token shards that scfm train reads. Cells are\n"
@@ -29,14 +29,20 @@ static const char *tokenize_help =
     "                      --bins quantile bins of that cell (zero is bin 0); gene\n"
     "                      tokens in token order plus a value per token, sampled\n"
     "                      down to --max-length with the seeded generator\n"
+    "  --mode counts       the raw counts of the count encoders: per cell, the column\n"
+    "                      of each gene of a gene set with a count (ascending), its\n"
+    "                      count and the cell's library size (total count over all\n"
+    "                      genes of its input); the set is every vocabulary gene, or\n"
+    "                      with --hvg the most variable ones. Cells with a library\n"
+    "                      but no count in the set are kept (all zeros)\n"
     "  --vocab DIR         the vocabulary from scfm vocab (its hash goes into every\n"
     "                      shard; training checks it)\n"
     "  INPUT               .h5ad, 10x Genomics .h5, Matrix Market (.mtx[.gz] or dir)\n"
     "  -o, --output DIR    the shard directory (shard_00000.h5, ...)\n"
     "\n"
     "options:\n"
-    "  --max-length N      tokens per cell, <cls>/<eos> included (default 2048;\n"
-    "                      Geneformer V2 uses 4096)\n"
+    "  --max-length N      rank and bin modes: tokens per cell, <cls>/<eos> included\n"
+    "                      (default 2048; Geneformer V2 uses 4096)\n"
     "  --match id|symbol   match genes to the vocabulary by gene id (default) or by\n"
     "                      symbol; a symbol that the file or the vocabulary repeats\n"
     "                      matches nothing\n"
@@ -46,8 +52,10 @@ static const char *tokenize_help =
     "  --bins B            bin mode: bins, 2..256 (default 51)\n"
     "  --bin-input KIND    bin mode: log1p (log1p of count / cell total x 10,000,\n"
     "                      the default) or raw (the counts)\n"
-    "  --hvg N             bin mode: only the N most variable genes (scanpy's\n"
-    "                      flavor \"seurat\"; one extra pass over the inputs)\n"
+    "  --hvg N             bin and counts modes: only the N most variable genes\n"
+    "                      (scanpy's flavor \"seurat\", ties at the cut kept; one\n"
+    "                      extra pass over the inputs); N from 1 to the vocabulary's\n"
+    "                      genes\n"
     "  --include-zeros     bin mode with --hvg: every kept gene, zeros in bin 0\n"
     "  --seed S            bin mode: seed of the tie and sampling draws (default 0)\n"
     SCFM_CLI_MATRIX_HELP
@@ -56,9 +64,10 @@ static const char *tokenize_help =
     "  -h, --help          this text\n"
     "\n"
     "Genes outside the vocabulary are left out and counted per input; cells without\n"
-    "counts, or without counts in vocabulary genes, are skipped and counted. The\n"
-    "set is written as SHARD_DIR.tmp and renamed when complete; on any rank's error\n"
-    "every rank stops and SHARD_DIR.tmp is removed. Format: docs/formats.md.\n";
+    "counts, or (rank and bin modes) without counts in vocabulary genes, are\n"
+    "skipped and counted. The set is written as SHARD_DIR.tmp and renamed when\n"
+    "complete; on any rank's error every rank stops and SHARD_DIR.tmp is removed.\n"
+    "Format: docs/formats.md.\n";
 
 typedef struct {
     double start, last;
@@ -77,10 +86,14 @@ static void print_progress(int64_t done, int64_t total, void *user) {
             (long long)total, 100.0 * (double)done / (double)total, rate, elapsed, eta);
 }
 
+/* The modes an option applies to. */
+enum { RANK = 1, BIN = 2, COUNTS = 4, ANY_MODE = 7 };
+
 typedef struct {
     const char *flag;
     long long lo, hi;
     long long value;
+    unsigned modes;
 } number_option;
 
 static void print_report(const scfm_tokenize_report *r, const scfm_tokenize_options *o, const char *out,
@@ -93,10 +106,15 @@ static void print_report(const scfm_tokenize_report *r, const scfm_tokenize_opti
         fprintf(stderr, ": %.2f%% of the counts left out\n", 100.0 * in->counts_outside);
     }
     if (o->hvg) fprintf(stderr, "scfm tokenize: %d highly variable genes\n", r->hvg_genes);
-    fprintf(stderr, "scfm tokenize: %lld cells: %lld written, %lld skipped without counts, %lld skipped without "
-            "counts in vocabulary genes; %lld had more genes than %d tokens allow\n", (long long)r->cells,
-            (long long)r->cells_written, (long long)r->cells_empty, (long long)r->cells_empty_in_vocab,
-            (long long)r->cells_cut, o->max_length);
+    if (o->mode == SCFM_TOKENIZE_COUNTS)
+        fprintf(stderr, "scfm tokenize: %lld cells: %lld written (%lld without a count in the gene set), %lld "
+                "skipped without counts\n", (long long)r->cells, (long long)r->cells_written,
+                (long long)r->cells_zero_in_set, (long long)r->cells_empty);
+    else
+        fprintf(stderr, "scfm tokenize: %lld cells: %lld written, %lld skipped without counts, %lld skipped without "
+                "counts in vocabulary genes; %lld had more genes than %d tokens allow\n", (long long)r->cells,
+                (long long)r->cells_written, (long long)r->cells_empty, (long long)r->cells_empty_in_vocab,
+                (long long)r->cells_cut, o->max_length);
     fprintf(stderr, "scfm tokenize: %lld tokens in %d shard%s -> %s, %.1f s (%.0f cells/s)\n",
             (long long)r->tokens_written, r->n_shards, r->n_shards == 1 ? "" : "s", out, seconds,
             seconds > 0 ? (double)r->cells / seconds : 0.0);
@@ -112,16 +130,17 @@ int scfm_cmd_tokenize(int argc, char **argv) {
     if (scfm_comm_init(&argc, &argv, &comm, &err) != SCFM_OK) return scfm_cli_fail(&err);
     const int rank = scfm_comm_rank(comm);
     number_option numbers[] = {
-        {"--max-length", 1, 1 << 20, 2048},  {"--cells-per-shard", 1, (long long)1 << 40, 1000000},
-        {"--bins", 2, 256, 51},              {"--hvg", 1, 1 << 30, 0},
-        {"--seed", 0, LLONG_MAX, 0},
+        {"--max-length", 1, 1 << 20, 2048, RANK | BIN}, {"--cells-per-shard", 1, (long long)1 << 40, 1000000, ANY_MODE},
+        {"--bins", 2, 256, 51, BIN},                    {"--hvg", 1, 1 << 30, 0, BIN | COUNTS},
+        {"--seed", 0, LLONG_MAX, 0, BIN},
     };
     const int n_numbers = (int)(sizeof numbers / sizeof numbers[0]);
     scfm_tokenize_options opt = {.log1p = 1};
     scfm_cli_inputs in = scfm_cli_inputs_new(argc);
     const char *out = NULL, *vocab_dir = NULL, *mode = NULL, *usage = NULL, *bad = NULL;
     char message[512];
-    int bin_only = 0;
+    /* excluder[m]: the first option given that does not apply to mode bit m */
+    const char *excluder[3] = {NULL, NULL, NULL};
     for (int i = 0; i < argc && !usage; i++) {
         const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         int number = 0;
@@ -134,6 +153,10 @@ int scfm_cmd_tokenize(int argc, char **argv) {
             break;
         }
         if (takes_value) i++;
+        unsigned modes = number < n_numbers ? numbers[number].modes : ANY_MODE;
+        if (!strcmp(a, "--bin-input") || !strcmp(a, "--include-zeros")) modes = BIN;
+        for (int m = 0; m < 3; m++)
+            if (!(modes & (1u << m)) && !excluder[m]) excluder[m] = a;
         if (number < n_numbers) {
             char *end;
             errno = 0;
@@ -144,15 +167,14 @@ int scfm_cmd_tokenize(int argc, char **argv) {
                 usage = "%s", bad = message;
             }
             numbers[number].value = v;
-            bin_only |= number >= 2;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             out = value;
         } else if (!strcmp(a, "--vocab")) {
             vocab_dir = value;
         } else if (!strcmp(a, "--mode")) {
             mode = value;
-            if (strcmp(mode, "rank") && strcmp(mode, "bin"))
-                usage = "tokenize: --mode is rank or bin, not '%s'", bad = value;
+            if (strcmp(mode, "rank") && strcmp(mode, "bin") && strcmp(mode, "counts"))
+                usage = "tokenize: --mode is rank, bin or counts, not '%s'", bad = value;
         } else if (!strcmp(a, "--match")) {
             opt.match_symbol = !strcmp(value, "symbol");
             if (!opt.match_symbol && strcmp(value, "id"))
@@ -161,31 +183,33 @@ int scfm_cmd_tokenize(int argc, char **argv) {
             opt.obs = strcmp(value, "none") ? value : "";
         } else if (!strcmp(a, "--bin-input")) {
             opt.log1p = !strcmp(value, "log1p");
-            bin_only = 1;
             if (!opt.log1p && strcmp(value, "raw"))
                 usage = "tokenize: --bin-input is log1p or raw, not '%s'", bad = value;
         } else if (!strcmp(a, "--include-zeros")) {
-            opt.include_zeros = bin_only = 1;
+            opt.include_zeros = 1;
         } else if (!scfm_cli_inputs_take(&in, a)) {
             usage = "tokenize: unexpected option '%s'", bad = a;
         }
     }
     opt.matrix = in.matrix;
     opt.force = in.force;
-    if (!usage && !mode) usage = "%s", bad = "tokenize: --mode rank|bin is required";
+    if (!usage && !mode) usage = "%s", bad = "tokenize: --mode rank|bin|counts is required";
     if (!usage && !vocab_dir) usage = "%s", bad = "tokenize: --vocab VOCAB_DIR is required";
     if (!usage && !in.n_inputs) usage = "%s", bad = "tokenize: at least one INPUT is required";
     if (!usage && !out) usage = "%s", bad = "tokenize: an output directory (-o SHARD_DIR) is required";
-    if (!usage && bin_only && !strcmp(mode, "rank"))
-        usage = "%s", bad = "tokenize: --bins, --bin-input, --hvg, --include-zeros and --seed belong to --mode bin";
+    const int mode_bit = !mode ? 0 : !strcmp(mode, "rank") ? 0 : !strcmp(mode, "bin") ? 1 : 2;
+    if (!usage && excluder[mode_bit]) {
+        snprintf(message, sizeof message, "tokenize: %s does not apply to --mode %s", excluder[mode_bit], mode);
+        usage = "%s", bad = message;
+    }
     if (!usage && opt.include_zeros && numbers[3].value == 0)
         usage = "%s", bad = "tokenize: --include-zeros needs --hvg";
     int code = 0;
     if (usage) {
         code = rank == 0 ? scfm_cli_usage_error(tokenize_help, usage, bad) : SCFM_EXIT_USAGE;
     } else {
-        opt.mode = !strcmp(mode, "rank") ? SCFM_TOKENIZE_RANK : SCFM_TOKENIZE_BIN;
-        if (opt.mode == SCFM_TOKENIZE_RANK) opt.log1p = 0;
+        opt.mode = (scfm_tokenize_mode)mode_bit; /* the enum's order */
+        if (opt.mode != SCFM_TOKENIZE_BIN) opt.log1p = 0;
         opt.max_length = (int)numbers[0].value;
         opt.cells_per_shard = numbers[1].value;
         opt.n_bins = (int)numbers[2].value;

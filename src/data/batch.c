@@ -55,7 +55,7 @@ scfm_status scfm_batch_add_cell(scfm_batch *b, int64_t cell_id, const int32_t *t
             return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory packing a batch of %d cells", cells);
         b->cap_cells = cap;
     }
-    if (toks > b->cap_tokens) {
+    if (toks > b->cap_tokens || b->cap_tokens == 0) { /* allocated even for a first cell of no tokens (counts) */
         int cap = next_capacity(b->cap_tokens, toks);
         if (!resize(&b->tokens, sizeof(int32_t), cap) ||
             !resize(&b->target_index, sizeof(int32_t), cap) ||

@@ -1,7 +1,10 @@
 /* The training data loader. A producer thread streams this rank's share of a
  * global per-epoch order of the cells from the token shards, packs the cells
- * into micro-batches by token budget, masks them, and hands them to the
- * training loop through a ring of at most `prefetch` ready micro-batches.
+ * into micro-batches by token budget (or a fixed number of cells), masks
+ * them, and hands them to the training loop through a ring of at most
+ * `prefetch` ready micro-batches. Count shards' cells carry their counts and
+ * library size and are not masked: their tokens are columns of a gene set,
+ * which the count encoders read as a vector, not vocabulary tokens.
  *
  * Order. Epoch e visits every cell once: sequence position p holds cell
  * scfm_shuffle_index(seed, e, n, p), a keyed bijection evaluated per
@@ -90,13 +93,14 @@ struct scfm_loader {
     scfm_error error;              /* the producer's failure */
     int64_t n_cells;               /* set by the producer before `opened` */
     int vocab_size;
+    int n_genes;                   /* count shards: the columns of the gene set; 0: token shards */
 };
 
 /* Makes `s` ready (masked, with the position after it) and waits for the
  * next free slot, which it returns cleared for the epoch of `after`; NULL
  * once the loader is closing. */
 static slot *publish(scfm_loader *l, slot *s, scfm_loader_position after, int *tail) {
-    scfm_batch_mask(&s->batch, &l->cfg.mask, l->cfg.seed, s->epoch);
+    if (l->n_genes == 0) scfm_batch_mask(&s->batch, &l->cfg.mask, l->cfg.seed, s->epoch);
     if (l->cfg.value_bins > 0)
         scfm_batch_mask_values(&s->batch, l->cfg.value_mask_prob, l->cfg.mask.first_gene_token, l->cfg.value_bins,
                                l->cfg.seed, s->epoch);
@@ -129,6 +133,8 @@ static scfm_status check_shards(scfm_loader *l, const scfm_shards *shards, scfm_
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: a value objective needs shards of `scfm tokenize --mode bin`, "
                          "these are in %s mode", l->dir, scfm_shards_mode(shards));
     if (c->mask.vocab_size == 0) l->cfg.mask.vocab_size = scfm_shards_vocab_size(shards);
+    const int32_t *genes;
+    scfm_shards_gene_set(shards, &genes, &l->n_genes);
     l->n_cells = n;
     l->vocab_size = scfm_shards_vocab_size(shards);
     return SCFM_OK;
@@ -136,7 +142,11 @@ static scfm_status check_shards(scfm_loader *l, const scfm_shards *shards, scfm_
 
 /* Cells are packed greedily: a cell joins the current micro-batch unless it
  * would take it over the token budget; a cell longer than the budget gets a
- * micro-batch of its own. Empty cells are skipped. */
+ * micro-batch of its own. With micro_batch_cells, a micro-batch is full at
+ * that many cells instead. Either way it is closed when the next cell comes,
+ * so its position after is that cell's. Empty cells are skipped, but for
+ * count shards' cells without a count in the gene set: a zero vector is
+ * data to a count encoder. */
 static scfm_status stream(scfm_loader *l, scfm_shards *shards, scfm_error *err) {
     const scfm_loader_config *c = &l->cfg;
     scfm_loader_position at = l->start;
@@ -150,20 +160,29 @@ static scfm_status stream(scfm_loader *l, scfm_shards *shards, scfm_error *err) 
         scfm_status st = SCFM_OK;
         const int wanted = !(c->labels && c->labels[id] < 0) && !scfm_holdout_cell(c->seed, id, c->holdout_fraction);
         if (wanted && (st = scfm_shards_cell(shards, id, &tokens, &length, err)) != SCFM_OK) return st;
-        if (length > c->max_len) length = c->max_len;
-        if (s->batch.n_cells > 0 && s->batch.n_tokens + (int64_t)length > c->micro_batch_tokens) {
+        if (length > c->max_len && l->n_genes == 0) length = c->max_len;
+        const int full = c->micro_batch_cells > 0
+                             ? s->batch.n_cells >= c->micro_batch_cells
+                             : s->batch.n_cells > 0 && s->batch.n_tokens + (int64_t)length > c->micro_batch_tokens;
+        if (full) {
             /* tokens stays valid: publish makes no call into the shards */
             if (!(s = publish(l, s, at, &tail))) break;
         }
-        if (length > 0 && (st = scfm_batch_add_cell(&s->batch, id, tokens, length, err)) != SCFM_OK)
-            return st;
-        if (length > 0 && c->labels) s->batch.labels[s->batch.n_cells - 1] = c->labels[id];
-        if (length > 0 && c->conditions) s->batch.conditions[s->batch.n_cells - 1] = c->conditions[id];
-        if (length > 0 && c->value_bins > 0) {
+        const int add = wanted && (length > 0 || l->n_genes > 0);
+        if (add && (st = scfm_batch_add_cell(&s->batch, id, tokens, length, err)) != SCFM_OK) return st;
+        if (add && c->labels) s->batch.labels[s->batch.n_cells - 1] = c->labels[id];
+        if (add && c->conditions) s->batch.conditions[s->batch.n_cells - 1] = c->conditions[id];
+        if (add && c->value_bins > 0) {
             const uint8_t *values;
             int n_values;
             if ((st = scfm_shards_cell_values(shards, id, &values, &n_values, err)) != SCFM_OK) return st;
             scfm_batch_set_values(&s->batch, values);
+        }
+        if (add && l->n_genes > 0) {
+            const float *counts;
+            int n_counts;
+            if ((st = scfm_shards_cell_counts(shards, id, &counts, &n_counts, err)) != SCFM_OK) return st;
+            scfm_batch_set_counts(&s->batch, counts, scfm_shards_cell_library(shards, id));
         }
         at.offset += c->world;
         if (at.offset >= l->n_cells) {
@@ -213,9 +232,10 @@ static scfm_status check_config(const scfm_loader_config *c, const scfm_loader_p
                                 scfm_error *err) {
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
         return scfm_fail(err, SCFM_ERR_ARG, "loader: rank %d outside a world of %d", c->rank, c->world);
-    if (c->max_len < 1 || c->micro_batch_tokens < 1 || c->prefetch < 0)
-        return scfm_fail(err, SCFM_ERR_ARG, "loader: max_len and micro_batch_tokens must be positive and "
-                         "prefetch not negative");
+    if (c->max_len < 1 || (c->micro_batch_tokens < 1 && c->micro_batch_cells < 1) || c->micro_batch_cells < 0 ||
+        c->prefetch < 0)
+        return scfm_fail(err, SCFM_ERR_ARG, "loader: max_len and micro_batch_tokens (or micro_batch_cells) must be "
+                         "positive and micro_batch_cells and prefetch not negative");
     if (start->offset < 0 || start->offset % c->world != c->rank)
         return scfm_fail(err, SCFM_ERR_ARG, "loader: position %lld does not belong to rank %d of %d",
                          (long long)start->offset, c->rank, c->world);
@@ -269,6 +289,7 @@ scfm_status scfm_loader_open(const char *dir, const scfm_loader_config *cfg, con
 
 int64_t scfm_loader_num_cells(const scfm_loader *l) { return l->n_cells; }
 int scfm_loader_vocab_size(const scfm_loader *l) { return l->vocab_size; }
+int scfm_loader_n_genes(const scfm_loader *l) { return l->n_genes; }
 scfm_loader_position scfm_loader_get_position(const scfm_loader *l) { return l->consumed; }
 
 scfm_status scfm_loader_next(scfm_loader *l, scfm_batch *b, uint32_t *epoch, scfm_error *err) {

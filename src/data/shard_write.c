@@ -175,7 +175,7 @@ struct scfm_shard_writer {
     int rank, size;
     char path[4096];
     hid_t file, dxpl;
-    hid_t tokens, values, offsets, cell_id;
+    hid_t tokens, values, offsets, cell_id, count_data, library; /* count_data: dataset 'counts' */
     int n_obs;
     hid_t *obs_codes;
     int64_t n_cells, n_tokens;  /* appended so far, all ranks */
@@ -186,7 +186,7 @@ struct scfm_shard_writer {
 
 /* Closes everything and frees w; the result of closing the file. */
 static herr_t close_writer(scfm_shard_writer *w) {
-    hid_t *handles[] = {&w->tokens, &w->values, &w->offsets, &w->cell_id};
+    hid_t *handles[] = {&w->tokens, &w->values, &w->offsets, &w->cell_id, &w->count_data, &w->library};
     for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++)
         if (*handles[i] >= 0) H5Dclose(*handles[i]);
     for (int i = 0; i < w->n_obs; i++)
@@ -229,6 +229,10 @@ static herr_t write_meta(scfm_shard_writer *w, const scfm_shard_meta *m) {
         r = write_fixed(g, "n_cells", H5T_STD_I64LE, H5T_NATIVE_INT64, m->n_sources, m->source_cells, w->dxpl,
                         w->rank);
     if (g >= 0) H5Gclose(g);
+    /* counts mode: the gene set, once per shard */
+    if (r >= 0 && m->n_genes > 0)
+        r = write_fixed(w->file, "genes", H5T_STD_I32LE, H5T_NATIVE_INT32, m->n_genes, m->genes, w->dxpl, w->rank);
+    if (r >= 0 && m->n_genes > 0) r = write_strings(w->file, "gene_ids", m->gene_ids, m->n_genes, w->dxpl, w->rank);
     return r;
 }
 
@@ -238,7 +242,13 @@ static herr_t create_datasets(scfm_shard_writer *w, const scfm_shard_meta *m) {
     if (m->n_bins > 0) w->values = create_growing(w->file, "values", H5T_STD_U8LE, TOKEN_CHUNK);
     w->offsets = create_growing(w->file, "offsets", H5T_STD_I64LE, CELL_CHUNK);
     w->cell_id = create_growing(w->file, "cell_id", H5T_STD_I64LE, CELL_CHUNK);
-    if (w->tokens < 0 || (m->n_bins > 0 && w->values < 0) || w->offsets < 0 || w->cell_id < 0) return -1;
+    if (m->n_genes > 0) {
+        w->count_data = create_growing(w->file, "counts", H5T_IEEE_F32LE, TOKEN_CHUNK);
+        w->library = create_growing(w->file, "library", H5T_IEEE_F32LE, CELL_CHUNK);
+    }
+    if (w->tokens < 0 || (m->n_bins > 0 && w->values < 0) || w->offsets < 0 || w->cell_id < 0 ||
+        (m->n_genes > 0 && (w->count_data < 0 || w->library < 0)))
+        return -1;
     /* offsets starts with the 0 of the first cell */
     hsize_t one = 1;
     const int64_t zero = 0;
@@ -266,13 +276,16 @@ scfm_status scfm_shard_create(scfm_comm *comm, const char *path, const scfm_shar
     w->comm = comm;
     w->rank = comm ? scfm_comm_rank(comm) : 0;
     w->size = comm ? scfm_comm_size(comm) : 1;
-    w->file = w->dxpl = w->tokens = w->values = w->offsets = w->cell_id = H5I_INVALID_HID;
+    w->file = w->dxpl = w->tokens = w->values = w->offsets = w->cell_id = w->count_data = w->library = H5I_INVALID_HID;
     w->n_obs = meta->n_obs;
     snprintf(w->path, sizeof w->path, "%s", path);
     w->obs_codes = malloc(sizeof(hid_t) * (size_t)(meta->n_obs + 1));
     w->counts = malloc(sizeof(int64_t) * 2 * (size_t)w->size);
     scfm_status st = SCFM_OK;
     if (!w->obs_codes || !w->counts) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if (st == SCFM_OK && !strcmp(meta->mode, "counts") != (meta->n_genes > 0 && meta->genes && meta->gene_ids))
+        st = scfm_fail(err, SCFM_ERR_ARG, "shard mode %s: a gene set belongs to counts mode, which needs one",
+                       meta->mode);
     for (int i = 0; st == SCFM_OK && i < meta->n_obs; i++) {
         w->obs_codes[i] = H5I_INVALID_HID;
         if (strchr(meta->obs_columns[i], '/') || !meta->obs_columns[i][0])
@@ -339,11 +352,15 @@ scfm_status scfm_shard_append(scfm_shard_writer *w, const scfm_shard_cells *cell
     if (r >= 0) r = extend(w->values, w->n_tokens + all_tokens);
     if (r >= 0) r = extend(w->offsets, w->n_cells + all_cells + 1);
     if (r >= 0) r = extend(w->cell_id, w->n_cells + all_cells);
+    if (r >= 0) r = extend(w->count_data, w->n_tokens + all_tokens);
+    if (r >= 0) r = extend(w->library, w->n_cells + all_cells);
     for (int i = 0; i < w->n_obs && r >= 0; i++) r = extend(w->obs_codes[i], w->n_cells + all_cells);
     if (r >= 0) r = write_part(w->tokens, w->dxpl, H5T_NATIVE_INT32, token0, t, cells->tokens);
     if (r >= 0 && w->values >= 0) r = write_part(w->values, w->dxpl, H5T_NATIVE_UINT8, token0, t, cells->values);
     if (r >= 0) r = write_part(w->offsets, w->dxpl, H5T_NATIVE_INT64, cell0 + 1, n, w->scratch);
     if (r >= 0) r = write_part(w->cell_id, w->dxpl, H5T_NATIVE_INT64, cell0, n, cells->cell_ids);
+    if (r >= 0 && w->count_data >= 0) r = write_part(w->count_data, w->dxpl, H5T_NATIVE_FLOAT, token0, t, cells->counts);
+    if (r >= 0 && w->library >= 0) r = write_part(w->library, w->dxpl, H5T_NATIVE_FLOAT, cell0, n, cells->library);
     for (int i = 0; i < w->n_obs && r >= 0; i++)
         r = write_part(w->obs_codes[i], w->dxpl, H5T_NATIVE_INT32, cell0, n, cells->obs_codes[i]);
     w->n_cells += all_cells;

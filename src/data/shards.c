@@ -1,8 +1,11 @@
 /* Reading token shards, format 2 (docs/formats.md): one HDF5 file per shard.
  * Cells are numbered globally in shard-name order; a cell is read as one
- * hyperslab, converted to int32 by HDF5 whatever the stored token width. */
+ * hyperslab, converted to int32 by HDF5 whatever the stored token width.
+ * Count shards' tokens index a gene set and are checked as they are read,
+ * so a damaged file cannot send a reader outside a dense count vector. */
 #include <dirent.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +17,12 @@
 
 typedef struct {
     char path[1024];
-    hid_t file, tokens, values;
+    hid_t file, tokens, values, counts;
     int64_t n_cells;
     int64_t first_cell;  /* global id of its first cell */
     int64_t *offsets;    /* [n_cells + 1] */
     int64_t *cell_ids;   /* [n_cells] */
+    float *library;      /* counts mode: [n_cells] */
 } shard;
 
 /* What every shard of a set must agree on. */
@@ -28,6 +32,8 @@ typedef struct {
     char mode[16];
     int64_t n_bins;       /* bin mode */
     char normalisation[512];
+    int32_t *genes;       /* counts mode: the gene set, owned by the caller */
+    int64_t n_genes;
 } shard_attrs;
 
 struct scfm_shards {
@@ -40,27 +46,34 @@ struct scfm_shards {
     char mode[16];
     int n_bins;
     char normalisation[512];
+    int32_t *genes;      /* counts mode: [n_genes] the first shard's gene set */
+    int n_genes;
     int32_t *buffer;
     uint8_t *value_buffer;
-    int buffer_cap, value_buffer_cap;
+    float *count_buffer;
+    int buffer_cap, value_buffer_cap, count_buffer_cap;
 };
 
 static int read_int_attr(hid_t file, const char *name, int64_t *value) {
     return scfm_h5_attr_ints(file, ".", name, value, 1) == 1;
 }
 
-/* Reads a whole 1-D int64 dataset of n elements into a new array. */
-static scfm_status read_int64s(const shard *s, const char *name, int64_t n, int64_t **out, scfm_error *err) {
+/* Reads a whole 1-D dataset of n elements (n < 0: whatever its length, put
+ * in *n) into a new array of mem_type elements of elem bytes. */
+static scfm_status read_whole(const shard *s, const char *name, hid_t mem_type, size_t elem, int64_t *n, void *out,
+                              scfm_error *err) {
+    void **array = out;
     if (H5Lexists(s->file, name, H5P_DEFAULT) <= 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: dataset '%s' is missing", s->path, name);
     hid_t d = H5Dopen2(s->file, name, H5P_DEFAULT);
     int64_t len = d < 0 ? -1 : scfm_h5_dataset_length(d);
+    if (*n < 0 && len >= 0) *n = len;
     scfm_status st = SCFM_OK;
-    if (len != n) {
-        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: '%s' must be 1-D with %lld elements", s->path, name, (long long)n);
-    } else if (!(*out = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)))) {
+    if (len != *n) {
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: '%s' must be 1-D with %lld elements", s->path, name, (long long)*n);
+    } else if (!(*array = malloc(elem * (size_t)(*n > 0 ? *n : 1)))) {
         st = scfm_fail(err, SCFM_ERR_NOMEM, "%s: out of memory for '%s'", s->path, name);
-    } else if (scfm_h5_read_slice(d, H5T_NATIVE_INT64, 0, n, *out) < 0) {
+    } else if (scfm_h5_read_slice(d, mem_type, 0, *n, *array) < 0) {
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot read '%s'", s->path, name);
     }
     if (d >= 0) H5Dclose(d);
@@ -77,6 +90,29 @@ static hid_t open_uncached(hid_t file, const char *name) {
     hid_t d = H5Dopen2(file, name, dapl);
     H5Pclose(dapl);
     return d;
+}
+
+/* Counts mode: the gene set (ascending vocabulary tokens), a count per token
+ * and a library size per cell. */
+static scfm_status open_counts(shard *s, shard_attrs *a, int64_t n_tok, scfm_error *err) {
+    a->n_genes = -1;
+    scfm_status st = read_whole(s, "genes", H5T_NATIVE_INT32, sizeof(int32_t), &a->n_genes, &a->genes, err);
+    if (st == SCFM_OK && (a->n_genes < 1 || a->n_genes > a->vocab_size))
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: counts mode needs 1 to vocab_size genes in 'genes'", s->path);
+    for (int64_t g = 0; st == SCFM_OK && g < a->n_genes; g++)
+        if (a->genes[g] < 0 || a->genes[g] >= a->vocab_size || (g > 0 && a->genes[g] <= a->genes[g - 1]))
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'genes' must be ascending vocabulary tokens (column %lld)",
+                           s->path, (long long)g);
+    if (st == SCFM_OK) st = read_whole(s, "library", H5T_NATIVE_FLOAT, sizeof(float), &s->n_cells, &s->library, err);
+    for (int64_t i = 0; st == SCFM_OK && i < s->n_cells; i++)
+        if (!(s->library[i] > 0.0f) || !isfinite(s->library[i]))
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cell %lld has library size %g (must be positive)", s->path,
+                           (long long)i, (double)s->library[i]);
+    if (st == SCFM_OK && ((s->counts = open_uncached(s->file, "counts")) < 0 ||
+                          scfm_h5_dataset_length(s->counts) != n_tok))
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: counts mode needs dataset 'counts' with one count per token",
+                       s->path);
+    return st;
 }
 
 static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
@@ -98,8 +134,9 @@ static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
         (a->vocab_hash = strtoull(hash, &end, 16), *end))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'vocab_hash' must be 16 hex digits", s->path);
     if (!scfm_h5_attr_string(s->file, ".", "mode", a->mode, sizeof a->mode) ||
-        (strcmp(a->mode, "rank") && strcmp(a->mode, "bin")))
-        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'mode' must be \"rank\" or \"bin\"", s->path);
+        (strcmp(a->mode, "rank") && strcmp(a->mode, "bin") && strcmp(a->mode, "counts")))
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attribute 'mode' must be \"rank\", \"bin\" or \"counts\"",
+                         s->path);
     if (!read_int_attr(s->file, "shard_index", &a->shard_index) || !read_int_attr(s->file, "n_shards", &a->n_shards))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: attributes 'shard_index' and 'n_shards' are required", s->path);
     if ((s->tokens = open_uncached(s->file, "tokens")) < 0)
@@ -113,8 +150,8 @@ static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
     if (n_off < 1 || n_tok < 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' and 'tokens' must be 1-D", s->path);
     s->n_cells = n_off - 1;
-    scfm_status st = read_int64s(s, "offsets", n_off, &s->offsets, err);
-    if (st == SCFM_OK) st = read_int64s(s, "cell_id", s->n_cells, &s->cell_ids, err);
+    scfm_status st = read_whole(s, "offsets", H5T_NATIVE_INT64, sizeof(int64_t), &n_off, &s->offsets, err);
+    if (st == SCFM_OK) st = read_whole(s, "cell_id", H5T_NATIVE_INT64, sizeof(int64_t), &s->n_cells, &s->cell_ids, err);
     if (st != SCFM_OK) return st;
     if (s->offsets[0] != 0 || s->offsets[s->n_cells] != n_tok)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: 'offsets' must start at 0 and end at the %lld tokens",
@@ -131,15 +168,16 @@ static scfm_status open_shard(shard *s, shard_attrs *a, scfm_error *err) {
             return scfm_fail(err, SCFM_ERR_FORMAT, "%s: bin mode needs dataset 'values' with one value per token",
                              s->path);
     }
-    return SCFM_OK;
+    return strcmp(a->mode, "counts") ? SCFM_OK : open_counts(s, a, n_tok, err);
 }
 
 static int compare_paths(const void *a, const void *b) {
     return strcmp(((const shard *)a)->path, ((const shard *)b)->path);
 }
 
-/* Every shard against the first: one vocabulary, one mode, one complete set. */
-static scfm_status check_set(scfm_shards *s, int i, const shard_attrs *a, scfm_error *err) {
+/* Every shard against the first: one vocabulary, one mode (one gene set), one
+ * complete set. The first shard's gene set moves from a into s. */
+static scfm_status check_set(scfm_shards *s, int i, shard_attrs *a, scfm_error *err) {
     const char *path = s->shards[i].path, *first = s->shards[0].path;
     if (i == 0) {
         s->vocab_size = (int)a->vocab_size;
@@ -147,6 +185,9 @@ static scfm_status check_set(scfm_shards *s, int i, const shard_attrs *a, scfm_e
         snprintf(s->mode, sizeof s->mode, "%s", a->mode);
         s->n_bins = (int)a->n_bins;
         snprintf(s->normalisation, sizeof s->normalisation, "%s", a->normalisation);
+        s->genes = a->genes;
+        s->n_genes = (int)a->n_genes;
+        a->genes = NULL; /* kept */
     }
     if (a->vocab_hash != s->vocab_hash || a->vocab_size != s->vocab_size)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: made with vocabulary %016llx (%lld tokens), but %s with %016llx "
@@ -154,6 +195,8 @@ static scfm_status check_set(scfm_shards *s, int i, const shard_attrs *a, scfm_e
                          (long long)a->vocab_size, first, (unsigned long long)s->vocab_hash, s->vocab_size);
     if (strcmp(a->mode, s->mode))
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: mode '%s' differs from '%s' in %s", path, a->mode, s->mode, first);
+    if (i > 0 && (a->n_genes != s->n_genes || (a->genes && memcmp(a->genes, s->genes, sizeof(int32_t) * s->n_genes))))
+        return scfm_fail(err, SCFM_ERR_FORMAT, "%s: its gene set differs from that of %s", path, first);
     if (a->n_shards != s->n_shards || a->shard_index != i)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: shard %lld of %lld, but it is file %d of the %d in %s (a shard is "
                          "missing or comes from another set)", path, (long long)a->shard_index, (long long)a->n_shards,
@@ -185,7 +228,7 @@ scfm_status scfm_shards_open(const char *dir, scfm_shards **out, scfm_error *err
         }
         shard *sh = &s->shards[s->n_shards++];
         memset(sh, 0, sizeof *sh);
-        sh->file = sh->tokens = sh->values = H5I_INVALID_HID;
+        sh->file = sh->tokens = sh->values = sh->counts = H5I_INVALID_HID;
         snprintf(sh->path, sizeof sh->path, "%s/%s", dir, e->d_name);
     }
     closedir(d);
@@ -197,6 +240,7 @@ scfm_status scfm_shards_open(const char *dir, scfm_shards **out, scfm_error *err
         shard *sh = &s->shards[i];
         st = open_shard(sh, &a, err);
         if (st == SCFM_OK) st = check_set(s, i, &a, err);
+        free(a.genes);
         if (st != SCFM_OK) break;
         sh->first_cell = s->n_cells;
         s->n_cells += sh->n_cells;
@@ -220,13 +264,17 @@ void scfm_shards_close(scfm_shards *s) {
     for (int i = 0; i < s->n_shards; i++) {
         if (s->shards[i].tokens >= 0) H5Dclose(s->shards[i].tokens);
         if (s->shards[i].values >= 0) H5Dclose(s->shards[i].values);
+        if (s->shards[i].counts >= 0) H5Dclose(s->shards[i].counts);
         if (s->shards[i].file >= 0) H5Fclose(s->shards[i].file);
         free(s->shards[i].offsets);
         free(s->shards[i].cell_ids);
+        free(s->shards[i].library);
     }
     free(s->shards);
+    free(s->genes);
     free(s->buffer);
     free(s->value_buffer);
+    free(s->count_buffer);
     free(s);
 }
 
@@ -256,16 +304,20 @@ int64_t scfm_shards_cell_id(const scfm_shards *s, int64_t i) {
     return sh->cell_ids[i - sh->first_cell];
 }
 
-/* Reads cell i's slice of a per-token dataset into *buffer (grown). */
-static scfm_status read_cell(scfm_shards *s, int64_t i, int values, void **buffer, int *cap, size_t elem,
+/* The per-token datasets. */
+enum { CELL_TOKENS, CELL_VALUES, CELL_COUNTS };
+
+/* Reads cell i's slice of per-token dataset `which` into *buffer (grown). */
+static scfm_status read_cell(scfm_shards *s, int64_t i, int which, void **buffer, int *cap, size_t elem,
                              int *length, scfm_error *err) {
+    static const char *const names[] = {"tokens", "values", "counts"};
     if (i < 0 || i >= s->n_cells)
         return scfm_fail(err, SCFM_ERR_ARG, "cell %lld outside the %lld cells of the shards", (long long)i,
                          (long long)s->n_cells);
     const shard *sh = locate(s, i);
     int64_t j = i - sh->first_cell;
     int64_t start = sh->offsets[j], count = sh->offsets[j + 1] - sh->offsets[j];
-    if ((int)count > *cap) {
+    if (!*buffer || (int)count > *cap) { /* never NULL, even for a cell of no tokens */
         void *grown = realloc(*buffer, elem * (size_t)(count + 1));
         if (!grown) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory reading cell %lld", (long long)i);
         *buffer = grown;
@@ -273,27 +325,65 @@ static scfm_status read_cell(scfm_shards *s, int64_t i, int values, void **buffe
     }
     *length = (int)count;
     if (count == 0) return SCFM_OK;
-    if (scfm_h5_read_slice(values ? sh->values : sh->tokens, values ? H5T_NATIVE_UINT8 : H5T_NATIVE_INT32, start,
-                           count, *buffer) < 0)
-        return scfm_fail(err, SCFM_ERR_IO, "%s: cannot read the %s of cell %lld", sh->path,
-                         values ? "values" : "tokens", (long long)j);
+    const hid_t dataset[] = {sh->tokens, sh->values, sh->counts};
+    const hid_t mem_type[] = {H5T_NATIVE_INT32, H5T_NATIVE_UINT8, H5T_NATIVE_FLOAT};
+    if (scfm_h5_read_slice(dataset[which], mem_type[which], start, count, *buffer) < 0)
+        return scfm_fail(err, SCFM_ERR_IO, "%s: cannot read the %s of cell %lld", sh->path, names[which],
+                         (long long)j);
     return SCFM_OK;
 }
 
 scfm_status scfm_shards_cell(scfm_shards *s, int64_t i, const int32_t **tokens, int *length,
                              scfm_error *err) {
-    scfm_status st = read_cell(s, i, 0, (void **)&s->buffer, &s->buffer_cap, sizeof(int32_t), length, err);
+    scfm_status st = read_cell(s, i, CELL_TOKENS, (void **)&s->buffer, &s->buffer_cap, sizeof(int32_t), length, err);
     *tokens = s->buffer;
+    /* counts mode: columns of the gene set, ascending */
+    for (int k = 0; st == SCFM_OK && s->n_genes > 0 && k < *length; k++)
+        if (s->buffer[k] < 0 || s->buffer[k] >= s->n_genes || (k > 0 && s->buffer[k] <= s->buffer[k - 1]))
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cell %lld: token %d is not an ascending column of the %d genes",
+                           s->dir, (long long)i, s->buffer[k], s->n_genes);
     return st;
+}
+
+/* SCFM_ERR_ARG unless the shards are in `mode`, for an accessor of `what`. */
+static scfm_status expect_mode(const scfm_shards *s, const char *mode, const char *what, scfm_error *err) {
+    if (strcmp(s->mode, mode))
+        return scfm_fail(err, SCFM_ERR_ARG, "%s: the shards were made in %s mode and hold no %s", s->dir, s->mode,
+                         what);
+    return SCFM_OK;
 }
 
 scfm_status scfm_shards_cell_values(scfm_shards *s, int64_t i, const uint8_t **values, int *length,
                                     scfm_error *err) {
-    if (strcmp(s->mode, "bin"))
-        return scfm_fail(err, SCFM_ERR_ARG, "%s: the shards were made in %s mode and hold no values", s->dir, s->mode);
-    scfm_status st = read_cell(s, i, 1, (void **)&s->value_buffer, &s->value_buffer_cap, 1, length, err);
+    scfm_status st = expect_mode(s, "bin", "values", err);
+    if (st == SCFM_OK) st = read_cell(s, i, CELL_VALUES, (void **)&s->value_buffer, &s->value_buffer_cap, 1, length,
+                                      err);
     *values = s->value_buffer;
     return st;
+}
+
+void scfm_shards_gene_set(const scfm_shards *s, const int32_t **tokens, int *n_genes) {
+    *tokens = s->genes;
+    *n_genes = s->n_genes;
+}
+
+scfm_status scfm_shards_cell_counts(scfm_shards *s, int64_t i, const float **counts, int *length,
+                                    scfm_error *err) {
+    scfm_status st = expect_mode(s, "counts", "counts", err);
+    if (st == SCFM_OK) st = read_cell(s, i, CELL_COUNTS, (void **)&s->count_buffer, &s->count_buffer_cap,
+                                      sizeof(float), length, err);
+    *counts = s->count_buffer;
+    for (int k = 0; st == SCFM_OK && k < *length; k++)
+        if (!(s->count_buffer[k] > 0.0f) || !isfinite(s->count_buffer[k]))
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: cell %lld: count %g (must be positive and finite)", s->dir,
+                           (long long)i, (double)s->count_buffer[k]);
+    return st;
+}
+
+float scfm_shards_cell_library(const scfm_shards *s, int64_t i) {
+    if (s->n_genes == 0 || i < 0 || i >= s->n_cells) return 0.0f;
+    const shard *sh = locate(s, i);
+    return sh->library[i - sh->first_cell];
 }
 
 scfm_status scfm_shards_expect_vocab(const scfm_shards *s, const scfm_vocab *v, scfm_error *err) {

@@ -110,7 +110,7 @@ scfm_status scfm_synthetic_tokens(const char *dir, int64_t n_cells, int n_genes,
         .obs_n_categories = &n_types,
         .obs_categories = &categories,
     };
-    scfm_shard_cells part = {n_cells, offsets, tokens, NULL, cell_ids, &codes};
+    scfm_shard_cells part = {n_cells, offsets, tokens, NULL, cell_ids, &codes, NULL, NULL};
     char path[4200];
     snprintf(path, sizeof path, "%s.tmp/shard_00000.h5", dir);
     /* The set replaces an earlier one in dir, and appears whole or not at all. */

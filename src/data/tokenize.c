@@ -7,7 +7,9 @@
  * rank encodes an even, consecutive share of the shard's next
  * ranks x ROUND_CELLS cells, and the shard writer appends the shares in rank
  * order with one collective transfer per dataset. A rank thus holds one
- * round of one shard at a time, whatever the size of the corpus. */
+ * round of one shard at a time, whatever the size of the corpus. Counts
+ * mode encodes nothing: a cell's tokens are the columns of a gene set where
+ * it has a count, written with the raw counts and its library size. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,8 +327,9 @@ typedef struct {
     scfm_tokenize_input_report *inputs;
     double *counts_in;                /* [2 * n_inputs]: counts outside the vocabulary, all counts */
     uint8_t *in_set;                  /* [vocab size] the hvg set; NULL: every gene */
-    int32_t *set_tokens;              /* include_zeros: the set in token order */
+    int32_t *set_tokens;              /* include_zeros and counts mode: the set in token order */
     int n_set;
+    int32_t *column;                  /* counts mode: [vocab size] a token's column in set_tokens, -1 outside */
     int32_t *gene_token;              /* the open input's columns: token, -1 outside, -2 ambiguous */
     float *dense;                     /* include_zeros: [vocab size] one cell's counts */
     scfm_cells_chunk chunk;
@@ -340,8 +343,9 @@ typedef struct {
     int64_t *offsets, *cell_ids;
     int32_t *tokens, **codes, *local_codes;
     uint8_t *values;
+    float *counts, *library;          /* counts mode */
     /* totals of this rank */
-    int64_t cells_written, tokens_written, cells_empty, cells_empty_in_vocab, cells_cut, skipped;
+    int64_t cells_written, tokens_written, cells_empty, cells_empty_in_vocab, cells_cut, cells_zero_in_set, skipped;
 } tokenizer;
 
 static int resize(void *pp, size_t bytes) {
@@ -641,13 +645,27 @@ static scfm_status select_hvg(tokenizer *t, scfm_error *err) {
     if (st == SCFM_OK) st = scfm_comm_sum_i64(t->comm, &n_cells, 1, err);
     if (st == SCFM_OK) st = choose_hvg(t, sums, n_cells, err);
     free(sums);
-    if (st != SCFM_OK || !t->opt->include_zeros) return st;
-    t->set_tokens = malloc(sizeof(int32_t) * (size_t)t->n_set);
-    t->dense = calloc((size_t)vocab_size, sizeof(float));
-    if (!t->set_tokens || !t->dense) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    return st;
+}
+
+/* The gene set in token order (the hvg set, or every vocabulary gene), for
+ * the modes that list it: include_zeros writes every gene of it, counts mode
+ * numbers its columns. */
+static scfm_status list_set(tokenizer *t, scfm_error *err) {
+    const int64_t vocab_size = scfm_vocab_size(t->vocab);
+    const int counts = t->opt->mode == SCFM_TOKENIZE_COUNTS;
+    if (!counts && !t->opt->include_zeros) return SCFM_OK;
+    t->set_tokens = malloc(sizeof(int32_t) * (size_t)vocab_size);
+    if (counts) t->column = malloc(sizeof(int32_t) * (size_t)vocab_size);
+    else t->dense = calloc((size_t)vocab_size, sizeof(float));
+    if (!t->set_tokens || !(counts ? (void *)t->column : (void *)t->dense))
+        return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     t->n_set = 0;
-    for (int64_t token = 0; token < vocab_size; token++)
-        if (t->in_set[token]) t->set_tokens[t->n_set++] = (int32_t)token;
+    for (int64_t token = 0; token < vocab_size; token++) {
+        const int in = token >= t->vocab->n_special && (!t->in_set || t->in_set[token]);
+        if (counts) t->column[token] = in ? t->n_set : -1;
+        if (in) t->set_tokens[t->n_set++] = (int32_t)token;
+    }
     return SCFM_OK;
 }
 
@@ -660,12 +678,14 @@ static int grow_round(tokenizer *t, int64_t cells, int64_t tokens) {
         int ok =
             resize(&t->offsets, sizeof(int64_t) * (size_t)cap) && resize(&t->cell_ids, sizeof(int64_t) * (size_t)cap);
         for (int c = 0; ok && c < t->n_obs; c++) ok = resize(&t->codes[c], sizeof(int32_t) * (size_t)cap);
+        if (ok && t->column) ok = resize(&t->library, sizeof(float) * (size_t)cap);
         if (!ok) return 0;
         t->cells_cap = cap;
     }
     if (tokens > t->tokens_cap) {
         int64_t cap = next_cap(t->tokens_cap, tokens);
         if (!resize(&t->tokens, sizeof(int32_t) * (size_t)cap) || !resize(&t->values, (size_t)cap)) return 0;
+        if (t->column && !resize(&t->counts, sizeof(float) * (size_t)cap)) return 0;
         t->tokens_cap = cap;
     }
     return 1;
@@ -704,6 +724,42 @@ static scfm_status cell_total(const tokenizer *t, int k, int64_t i, double *tota
     return SCFM_OK;
 }
 
+/* Ends the cell being added (global id `cell`, row i of input k's chunk)
+ * with its `len` tokens, and records its id and obs codes. */
+static void close_cell(tokenizer *t, int k, int64_t cell, int64_t i, int len) {
+    t->cell_ids[t->n_cells] = cell;
+    for (int c = 0; c < t->n_obs; c++) {
+        const obs_column *col = &t->obs[c];
+        int32_t code = t->local_codes[(int64_t)c * ROUND_CELLS + i];
+        t->codes[c][t->n_cells] = code >= 0 && code < col->map_len[k] ? col->map[k][code] : -1;
+    }
+    t->n_tokens += len;
+    t->offsets[++t->n_cells] = t->n_tokens;
+}
+
+/* Counts mode: the cell's n genes of the set (vocabulary tokens, any order)
+ * as columns in ascending order with their raw counts, and its library
+ * size. A cell with a library but no count in the set is kept, all zeros:
+ * a count model explains its zeros too. */
+static void add_counts(tokenizer *t, int k, int64_t cell, int64_t i, const float *counts, int n, double total) {
+    scfm_cell_entry *e = t->entries;
+    int m = 0;
+    for (int j = 0; j < n; j++) {
+        if (!(counts[j] > 0.0f)) continue; /* a stored zero */
+        e[m].token = t->column[t->row_tokens[j]];
+        e[m].value = counts[j];
+        e[m++].key = 0;
+    }
+    sort_entries(e, e + m, m);
+    for (int j = 0; j < m; j++) {
+        t->tokens[t->n_tokens + j] = e[j].token;
+        t->counts[t->n_tokens + j] = (float)e[j].value;
+    }
+    t->cells_zero_in_set += m == 0;
+    t->library[t->n_cells] = (float)total;
+    close_cell(t, k, cell, i, m);
+}
+
 /* Cell i of the chunk (global id `cell`, from input k) onto this rank's share. */
 static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scfm_error *err) {
     const scfm_tokenize_options *o = t->opt;
@@ -721,7 +777,8 @@ static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scf
         return SCFM_OK;
     }
     const int64_t nnz = ch->indptr[i + 1] - ch->indptr[i];
-    if (!grow_row(t, nnz > t->n_set ? nnz : t->n_set) || !grow_round(t, t->n_cells + 1, t->n_tokens + o->max_length))
+    if (!grow_row(t, nnz > t->n_set ? nnz : t->n_set) ||
+        !grow_round(t, t->n_cells + 1, t->n_tokens + (t->column ? t->n_set : o->max_length)))
         return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     const int32_t *genes = ch->genes + ch->indptr[i];
     const float *counts = ch->values + ch->indptr[i];
@@ -747,7 +804,11 @@ static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scf
         counts = t->row_counts;
     }
     const int nonzero = n;
-    if (t->set_tokens && n > 0) {
+    if (t->column) {
+        add_counts(t, k, cell, i, counts, n, total);
+        return SCFM_OK;
+    }
+    if (o->include_zeros && n > 0) {
         /* every gene of the set, in token order, zeros included */
         for (int j = 0; j < n; j++) t->dense[t->row_tokens[j]] = t->row_counts[j];
         for (n = 0; n < t->n_set; n++) {
@@ -773,14 +834,7 @@ static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scf
                               t->values + t->n_tokens);
     }
     t->cells_cut += n > o->max_length - specials;
-    t->cell_ids[t->n_cells] = cell;
-    for (int c = 0; c < t->n_obs; c++) {
-        const obs_column *col = &t->obs[c];
-        int32_t code = t->local_codes[(int64_t)c * ROUND_CELLS + i];
-        t->codes[c][t->n_cells] = code >= 0 && code < col->map_len[k] ? col->map[k][code] : -1;
-    }
-    t->n_tokens += len;
-    t->offsets[++t->n_cells] = t->n_tokens;
+    close_cell(t, k, cell, i, len);
     return SCFM_OK;
 }
 
@@ -820,6 +874,9 @@ static void tokenizer_free(tokenizer *t) {
     free(t->counts_in);
     free(t->in_set);
     free(t->set_tokens);
+    free(t->column);
+    free(t->counts);
+    free(t->library);
     free(t->gene_token);
     free(t->dense);
     scfm_cells_chunk_free(&t->chunk);
@@ -839,14 +896,19 @@ void scfm_tokenize_report_free(scfm_tokenize_report *r) {
 
 static scfm_status check_options(const scfm_tokenize_options *o, const scfm_vocab *v, scfm_error *err) {
     const int specials = (v->cls >= 0) + (v->eos >= 0);
-    if (o->max_length <= specials || o->max_length > (1 << 20))
+    if (o->mode == SCFM_TOKENIZE_COUNTS && (o->include_zeros || o->log1p))
+        return scfm_fail(err, SCFM_ERR_ARG, "zeros and log1p belong to bin mode (counts mode keeps raw counts)");
+    if (o->hvg > v->n_genes)
+        return scfm_fail(err, SCFM_ERR_ARG, "hvg %d: the vocabulary has only %lld genes", o->hvg,
+                         (long long)v->n_genes);
+    if (o->mode != SCFM_TOKENIZE_COUNTS && (o->max_length <= specials || o->max_length > (1 << 20)))
         return scfm_fail(err, SCFM_ERR_ARG, "max_length %d: must leave room for a gene after <cls>/<eos> and be at "
                          "most 1048576", o->max_length);
     if (o->cells_per_shard < 1) return scfm_fail(err, SCFM_ERR_ARG, "cells_per_shard must be at least 1");
     if (o->mode == SCFM_TOKENIZE_BIN && (o->n_bins < 2 || o->n_bins > MAX_BINS))
         return scfm_fail(err, SCFM_ERR_ARG, "bins %d: must be in [2, %d]", o->n_bins, MAX_BINS);
     if (o->mode == SCFM_TOKENIZE_RANK && (o->hvg || o->include_zeros || o->log1p))
-        return scfm_fail(err, SCFM_ERR_ARG, "hvg, zeros and log1p belong to bin mode");
+        return scfm_fail(err, SCFM_ERR_ARG, "hvg, zeros and log1p do not apply to rank mode");
     if (o->hvg < 0 || (o->include_zeros && o->hvg == 0))
         return scfm_fail(err, SCFM_ERR_ARG, "including zero genes needs a highly-variable-gene set (hvg > 0)");
     return SCFM_OK;
@@ -873,6 +935,11 @@ static void describe(const tokenizer *t, char *out, size_t cap) {
         snprintf(out, cap, "rank: genes matched by %s; value = count / cell total x %g / gene median (vocabulary); "
                  "genes with a count by value, descending, ties by token id; at most %d tokens with <cls>/<eos>",
                  match, t->vocab->target_sum, o->max_length);
+    } else if (o->mode == SCFM_TOKENIZE_COUNTS) {
+        char hvg[96] = "all vocabulary genes";
+        if (o->hvg) snprintf(hvg, sizeof hvg, "the %d most variable genes (scanpy seurat)", o->hvg);
+        snprintf(out, cap, "counts: genes matched by %s; raw counts of %s (%d columns, ascending) and each cell's "
+                 "library size, its total count over all genes of its input", match, hvg, t->n_set);
     } else {
         char hvg[96] = "all vocabulary genes";
         if (o->hvg) snprintf(hvg, sizeof hvg, "the %d most variable genes (scanpy seurat)%s", o->hvg,
@@ -902,7 +969,7 @@ static scfm_status write_shards(tokenizer *t, const char *out_dir, scfm_shard_me
             st = scfm_comm_agree(t->comm, st, err);
             if (st != SCFM_OK) break;
             scfm_shard_cells part = {t->n_cells, t->offsets, t->tokens, meta->n_bins ? t->values : NULL, t->cell_ids,
-                                     (const int32_t *const *)t->codes};
+                                     (const int32_t *const *)t->codes, t->counts, t->library};
             st = scfm_shard_append(w, &part, err);
             t->cells_written += t->n_cells;
             t->tokens_written += t->n_tokens;
@@ -951,24 +1018,30 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
         return st;
     }
     if (opt->hvg > 0) st = select_hvg(&t, err);
+    if (st == SCFM_OK) st = list_set(&t, err);
     char normalisation[512];
     describe(&t, normalisation, sizeof normalisation);
     const char **obs_names = calloc((size_t)t.n_obs + 1, sizeof(char *));
     const char *const **obs_categories = calloc((size_t)t.n_obs + 1, sizeof(char **));
     int *obs_n = calloc((size_t)t.n_obs + 1, sizeof(int));
     int64_t *source_cells = malloc(sizeof(int64_t) * (size_t)n_inputs);
-    if (!obs_names || !obs_categories || !obs_n || !source_cells) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    const char **gene_ids = calloc((size_t)t.n_set + 1, sizeof(char *));
+    if (!obs_names || !obs_categories || !obs_n || !source_cells || !gene_ids)
+        st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int c = 0; st == SCFM_OK && t.column && c < t.n_set; c++)
+        gene_ids[c] = vocab->gene_ids[t.set_tokens[c] - vocab->n_special];
     for (int c = 0; st == SCFM_OK && c < t.n_obs; c++) {
         obs_names[c] = t.obs[c].name;
         obs_categories[c] = (const char *const *)t.obs[c].categories;
         obs_n[c] = t.obs[c].n_categories;
     }
     for (int k = 0; st == SCFM_OK && k < n_inputs; k++) source_cells[k] = t.corpus.first[k + 1] - t.corpus.first[k];
+    static const char *const modes[] = {"rank", "bin", "counts"};
     scfm_shard_meta meta = {
-        .mode = opt->mode == SCFM_TOKENIZE_RANK ? "rank" : "bin",
+        .mode = modes[opt->mode],
         .vocab_size = scfm_vocab_size(vocab),
         .vocab_hash = vocab->hash,
-        .max_length = opt->max_length,
+        .max_length = t.column ? t.n_set : opt->max_length,
         .n_bins = opt->mode == SCFM_TOKENIZE_BIN ? opt->n_bins : 0,
         .normalisation = normalisation,
         .n_shards = (int)n_shards,
@@ -979,6 +1052,9 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
         .obs_columns = obs_names,
         .obs_n_categories = obs_n,
         .obs_categories = obs_categories,
+        .n_genes = t.column ? t.n_set : 0,
+        .genes = t.column ? t.set_tokens : NULL,
+        .gene_ids = t.column ? gene_ids : NULL,
     };
     st = scfm_comm_agree(comm, st, err);
     if (st == SCFM_OK) st = write_shards(&t, out_dir, &meta, err);
@@ -986,8 +1062,9 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
     if (st == SCFM_OK && t.rank == 0) st = scfm_output_dir_commit(out_dir, err);
     st = scfm_comm_agree(comm, st, err);
     if (st != SCFM_OK && t.rank == 0) scfm_output_dir_discard(out_dir);
-    int64_t totals[5] = {t.cells_written, t.tokens_written, t.cells_empty, t.cells_empty_in_vocab, t.cells_cut};
-    if (st == SCFM_OK) st = scfm_comm_sum_i64(comm, totals, 5, err);
+    int64_t totals[6] = {t.cells_written, t.tokens_written, t.cells_empty, t.cells_empty_in_vocab, t.cells_cut,
+                         t.cells_zero_in_set};
+    if (st == SCFM_OK) st = scfm_comm_sum_i64(comm, totals, 6, err);
     if (st == SCFM_OK) {
         report->cells = all;
         report->cells_written = totals[0];
@@ -995,8 +1072,9 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
         report->cells_empty = totals[2];
         report->cells_empty_in_vocab = totals[3];
         report->cells_cut = totals[4];
+        report->cells_zero_in_set = totals[5];
         report->n_shards = (int)n_shards;
-        report->hvg_genes = t.n_set;
+        report->hvg_genes = opt->hvg ? t.n_set : 0;
         for (int k = 0; k < n_inputs; k++)
             report->inputs[k].counts_outside =
                 t.counts_in[2 * k + 1] > 0 ? t.counts_in[2 * k] / t.counts_in[2 * k + 1] : 0.0;
@@ -1005,6 +1083,7 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
     free(obs_categories);
     free(obs_n);
     free(source_cells);
+    free(gene_ids);
     tokenizer_free(&t);
     return st;
 }

@@ -2,7 +2,7 @@
 """Plain numpy/anndata references for `scfm vocab` and `scfm tokenize`.
 
     rank_encode_reference.py vocab  --vocab DIR [--min-cells N] INPUT.h5ad...
-    rank_encode_reference.py shards --vocab DIR --shards DIR --mode rank|bin [options] INPUT.h5ad...
+    rank_encode_reference.py shards --vocab DIR --shards DIR --mode rank|bin|counts [options] INPUT.h5ad...
 
 `vocab` recomputes the vocabulary with exact numpy medians: the same genes
 (sorted by id), the same non-zero cell counts, and medians within the
@@ -17,7 +17,11 @@ cell ids and obs codes:
   random choice between the left and right digitisation drawn from Philox
   keyed by (seed, cell id, token), and the down-sampling by Philox keys;
   --hvg as scanpy's highly_variable_genes(flavor="seurat") on
-  normalize_total(1e4) data, written here with numpy and pandas.
+  normalize_total(1e4) data, written here with numpy and pandas;
+- counts: the gene set (every vocabulary gene, or the --hvg set as in bin
+  mode) in /genes and /gene_ids, and per cell with counts the columns of
+  its genes in the set with a count (ascending), their raw counts and the
+  cell's total over all its genes in /library, all exactly (float32).
 
 Exits 0 when everything matches, 1 with the first differences otherwise.
 Needs numpy, pandas, h5py, anndata.
@@ -194,12 +198,18 @@ def hvg_set(cells, vocab_size, first, n_top):
 
 
 def read_shards(directory):
-    out = {"tokens": [], "values": [], "offsets": [], "cell_id": [], "obs": {}}
+    """Cells as (id, tokens, values or counts), obs, libraries, gene sets."""
+    out = {"tokens": [], "values": [], "offsets": [], "cell_id": [], "obs": {}, "library": [], "genes": []}
     for path in sorted(glob.glob(os.path.join(directory, "shard_*.h5"))):
         with h5py.File(path, "r") as f:
             out["tokens"].append(f["tokens"][()].astype(np.int64))
             if "values" in f:
                 out["values"].append(f["values"][()].astype(np.int64))
+            if "counts" in f:
+                assert f["counts"].dtype == np.float32 and f["library"].dtype == np.float32
+                out["values"].append(f["counts"][()])
+                out["library"].append(f["library"][()])
+                out["genes"].append(([int(g) for g in f["genes"][()]], [g.decode() for g in f["gene_ids"][()]]))
             out["offsets"].append(f["offsets"][()])
             out["cell_id"].append(f["cell_id"][()])
             for name in f.get("obs", {}):
@@ -214,7 +224,8 @@ def read_shards(directory):
             v = out["values"][s][off[i]:off[i + 1]] if out["values"] else None
             cells.append((int(out["cell_id"][s][i]), list(t), None if v is None else list(v)))
     obs = {k: sum(v, []) for k, v in out["obs"].items()}
-    return cells, obs
+    library = np.concatenate(out["library"]) if out["library"] else None
+    return cells, obs, library, out["genes"]
 
 
 def check_shards(args):
@@ -243,11 +254,19 @@ def check_shards(args):
             if isinstance(obs[name].dtype, pd.CategoricalDtype):
                 obs_expected.setdefault(name, []).extend(obs[name].astype(object).where(obs[name].notna(), None))
     keep = hvg_set(cells, vocab_size, first, args.hvg) if args.hvg else None
-    expected = []
+    gene_set = np.flatnonzero(keep) if keep is not None else np.arange(first, vocab_size)
+    column = np.full(vocab_size, -1)
+    column[gene_set] = np.arange(len(gene_set))
+    expected, library = [], []
     for cell_id, (tokens, counts, total) in enumerate(cells):
         if keep is not None:
             inside = keep[tokens]
             tokens, counts = tokens[inside], counts[inside]
+        if args.mode == "counts" and total > 0:
+            order = np.argsort(column[tokens])
+            expected.append((cell_id, list(column[tokens][order]), list(counts[order].astype(np.float32))))
+            library.append(np.float32(total))
+            continue
         if total <= 0 or len(tokens) == 0:
             continue
         if args.include_zeros:
@@ -259,14 +278,22 @@ def check_shards(args):
             expected.append((cell_id, rank_encode(tokens, counts, total, medians, first, args.max_length, cls, eos), None))
         else:
             expected.append((cell_id, *bin_encode(tokens, counts, total, args, cell_id, cls, eos)))
-    got, obs_got = read_shards(args.shards)
+    got, obs_got, library_got, genes_got = read_shards(args.shards)
     if len(got) != len(expected):
         print(f"{len(got)} cells in the shards, {len(expected)} expected")
         return 1
     bad = 0
+    if args.mode == "counts":
+        want = ([int(t) for t in gene_set], [rows[t - first][1] for t in gene_set])
+        if not genes_got or any(g != want for g in genes_got):
+            print(f"gene set: shards have {genes_got[0][0][:12] if genes_got else None}..., expected {want[0][:12]}...")
+            bad += 1
+        if not np.array_equal(library_got, np.array(library, dtype=np.float32)):
+            print("library sizes differ")
+            bad += 1
     for (gid, gt, gv), (eid, et, ev) in zip(got, expected):
         if gid != eid or [int(t) for t in gt] != [int(t) for t in et] or (
-                ev is not None and [int(v) for v in gv] != [int(v) for v in ev]):
+                ev is not None and [float(v) for v in gv] != [float(v) for v in ev]):
             if bad < 3:
                 print(f"cell {eid}: shards have id {gid}, tokens {gt[:12]}..., values {gv and gv[:12]}; "
                       f"expected tokens {et[:12]}..., values {ev and ev[:12]}")
@@ -291,7 +318,7 @@ def main():
     p.add_argument("inputs", nargs="+")
     p.add_argument("--vocab", required=True)
     p.add_argument("--shards")
-    p.add_argument("--mode", choices=["rank", "bin"], default="rank")
+    p.add_argument("--mode", choices=["rank", "bin", "counts"], default="rank")
     p.add_argument("--min-cells", type=int, default=1)
     p.add_argument("--max-length", type=int, default=2048)
     p.add_argument("--match", choices=["id", "symbol"], default="id")

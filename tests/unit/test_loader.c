@@ -2,10 +2,12 @@
  * epoch, every number of ranks reads the same sequence, packing keeps the
  * token budget and masks by epoch, a saved position resumes exactly, errors
  * of the producer thread reach the caller, and memory does not grow with the
- * number of cells. */
+ * number of cells. Count shards: micro-batches of a fixed number of cells
+ * carry every cell's counts and library unmasked, with the same guarantees. */
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "harness.h"
 #include "scfm/data.h"
@@ -22,6 +24,72 @@ static const char *make_shards(const char *name, int64_t n_cells) {
     snprintf(dir, sizeof dir, "%s/%s", SCFM_TEST_BINARY_DIR, name);
     scfm_error err = {0};
     CU_ASSERT_EQUAL_FATAL(scfm_synthetic_tokens(dir, n_cells, 40, 3, 4, 12, 5, &err), SCFM_OK);
+    return dir;
+}
+
+/* Count shards (mode "counts") of N_CELLS cells over COUNT_GENES columns in
+ * two files, made with the writer: cell c has a count at column g when
+ * (3c + 7g) % 5 < 2, of 1 + (c + g) % 9, and a library 1 + c % 4 above
+ * their sum; every 17th cell has no count in the set. */
+#define COUNT_GENES 20
+#define COUNT_MICRO 8
+
+static int count_at(int64_t c, int g) {
+    return c % 17 != 0 && (3 * c + 7 * g) % 5 < 2 ? 1 + (int)((c + g) % 9) : 0;
+}
+
+static float count_library(int64_t c) {
+    float sum = (float)(1 + c % 4);
+    for (int g = 0; g < COUNT_GENES; g++) sum += (float)count_at(c, g);
+    return sum;
+}
+
+static const char *make_count_shards(const char *name) {
+    static char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", SCFM_TEST_BINARY_DIR, name);
+    mkdir(dir, 0755);
+    int32_t genes[COUNT_GENES];
+    const char *gene_ids[COUNT_GENES];
+    char id_text[COUNT_GENES][16];
+    for (int g = 0; g < COUNT_GENES; g++) {
+        genes[g] = 3 + 2 * g;
+        snprintf(id_text[g], sizeof id_text[g], "GENE%02d", g);
+        gene_ids[g] = id_text[g];
+    }
+    const char *source = "counts.h5ad";
+    const int64_t source_cells = N_CELLS;
+    scfm_error err = {0};
+    const int64_t half = N_CELLS / 2;
+    for (int s = 0; s < 2; s++) {
+        const int64_t lo = s ? half : 0, hi = s ? N_CELLS : half;
+        int64_t offsets[N_CELLS + 1], ids[N_CELLS];
+        int32_t tokens[N_CELLS * COUNT_GENES];
+        float counts[N_CELLS * COUNT_GENES], library[N_CELLS];
+        offsets[0] = 0;
+        for (int64_t c = lo; c < hi; c++) {
+            int64_t k = c - lo, n = offsets[k];
+            for (int g = 0; g < COUNT_GENES; g++)
+                if (count_at(c, g)) {
+                    tokens[n] = g;
+                    counts[n++] = (float)count_at(c, g);
+                }
+            offsets[k + 1] = n;
+            ids[k] = c;
+            library[k] = count_library(c);
+        }
+        scfm_shard_meta meta = {.mode = "counts", .vocab_size = 3 + 2 * COUNT_GENES, .vocab_hash = 42,
+                                .max_length = COUNT_GENES, .normalisation = "test", .shard_index = s, .n_shards = 2,
+                                .n_sources = 1, .sources = &source, .source_cells = &source_cells,
+                                .n_genes = COUNT_GENES, .genes = genes, .gene_ids = gene_ids};
+        scfm_shard_cells cells = {.n_cells = hi - lo, .offsets = offsets, .tokens = tokens, .cell_ids = ids,
+                                  .counts = counts, .library = library};
+        char path[1100];
+        snprintf(path, sizeof path, "%s/shard_%05d.h5", dir, s);
+        scfm_shard_writer *w = NULL;
+        CU_ASSERT_EQUAL_FATAL(scfm_shard_create(NULL, path, &meta, &w, &err), SCFM_OK);
+        CU_ASSERT_EQUAL_FATAL(scfm_shard_append(w, &cells, &err), SCFM_OK);
+        CU_ASSERT_EQUAL_FATAL(scfm_shard_finish(w, 0, &err), SCFM_OK);
+    }
     return dir;
 }
 
@@ -72,6 +140,8 @@ static int same_batch(const taken *a, const taken *b) {
     if (x->n_cells != y->n_cells || x->n_tokens != y->n_tokens || x->n_targets != y->n_targets) return 0;
     if (x->n_cells == 0) return 1;
     return !memcmp(x->cell_ids, y->cell_ids, sizeof(int64_t) * x->n_cells) &&
+           !memcmp(x->library, y->library, sizeof(float) * x->n_cells) &&
+           !memcmp(x->counts, y->counts, sizeof(float) * x->n_tokens) &&
            !memcmp(x->cell_offsets, y->cell_offsets, sizeof(int32_t) * (x->n_cells + 1)) &&
            !memcmp(x->tokens, y->tokens, sizeof(int32_t) * x->n_tokens) &&
            !memcmp(x->target_index, y->target_index, sizeof(int32_t) * x->n_targets) &&
@@ -141,8 +211,7 @@ static void test_shuffle_keys(void) {
 /* For 1, 2 and 3 ranks, the cells each rank reads in epochs 0 and 1, put
  * back at their sequence positions r + kW, give the epoch's order; the
  * position after every batch is where the rank's next cell sits. */
-static void test_ranks_read_one_sequence(void) {
-    const char *dir = make_shards("loader_ranks", N_CELLS);
+static void check_one_sequence(const char *dir, int micro_batch_cells) {
     taken *t = calloc(MAX_BATCHES, sizeof(taken));
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
     for (int world = 1; world <= 3; world++) {
@@ -151,6 +220,7 @@ static void test_ranks_read_one_sequence(void) {
             for (int p = 0; p < N_CELLS; p++) seq[e][p] = -1;
         for (int rank = 0; rank < world; rank++) {
             scfm_loader_config c = loader_config(rank, world, BUDGET, 0);
+            c.micro_batch_cells = micro_batch_cells;
             scfm_loader *l = NULL;
             scfm_error err = {0};
             CU_ASSERT_EQUAL_FATAL(scfm_loader_open(dir, &c, NULL, &l, &err), SCFM_OK);
@@ -179,6 +249,13 @@ static void test_ranks_read_one_sequence(void) {
         CU_ASSERT_EQUAL(wrong, 0);
     }
     free(t);
+}
+
+static void test_ranks_read_one_sequence(void) { check_one_sequence(make_shards("loader_ranks", N_CELLS), 0); }
+
+/* Count shards, cells without a count in the gene set included. */
+static void test_ranks_read_one_sequence_counts(void) {
+    check_one_sequence(make_count_shards("loader_ranks_counts"), COUNT_MICRO);
 }
 
 /* Every batch is within the budget, unless it holds one cell; it was closed
@@ -239,11 +316,11 @@ static void test_packing_small_budget(void) { check_packing(5); }
 
 /* A loader opened at the position saved after batch k gives batches
  * k+1, k+2, ... of the uninterrupted loader, with any prefetch depth. */
-static void test_restore_position(void) {
-    const char *dir = make_shards("loader_restore", N_CELLS);
+static void check_restore(const char *dir, int micro_batch_cells) {
     enum { RUN = 60 };
     taken full[RUN], resumed[RUN];
     scfm_loader_config c = loader_config(1, 2, BUDGET, 0);
+    c.micro_batch_cells = micro_batch_cells;
     scfm_loader *l = NULL;
     scfm_error err = {0};
     CU_ASSERT_EQUAL_FATAL(scfm_loader_open(dir, &c, NULL, &l, &err), SCFM_OK);
@@ -270,6 +347,94 @@ static void test_restore_position(void) {
         }
     }
     release(full, RUN);
+}
+
+static void test_restore_position(void) { check_restore(make_shards("loader_restore", N_CELLS), 0); }
+
+static void test_restore_position_counts(void) {
+    check_restore(make_count_shards("loader_restore_counts"), COUNT_MICRO);
+}
+
+/* Count shards in micro-batches of COUNT_MICRO cells, with labels (some
+ * cells without one), conditions and held-out cells: two epochs give every
+ * wanted cell once each, COUNT_MICRO to a batch but the last of an epoch,
+ * with its columns, counts and library as written, its label and condition,
+ * and nothing masked. */
+static void test_count_batches(void) {
+    const char *dir = make_count_shards("loader_counts");
+    int32_t labels[N_CELLS], conditions[N_CELLS];
+    for (int c = 0; c < N_CELLS; c++) {
+        labels[c] = c % 5 == 0 ? -1 : c % 3;
+        conditions[c] = c % 2;
+    }
+    scfm_loader_config c = loader_config(0, 1, 0, 2);
+    c.micro_batch_cells = COUNT_MICRO;
+    c.max_len = 1; /* counts mode never cuts a cell: its tokens are columns */
+    c.labels = labels;
+    c.conditions = conditions;
+    c.holdout_fraction = 0.2;
+    int wanted = 0, empty_wanted = 0;
+    for (int i = 0; i < N_CELLS; i++) {
+        const int w = labels[i] >= 0 && !scfm_holdout_cell(SEED, i, c.holdout_fraction);
+        wanted += w;
+        empty_wanted += w && i % 17 == 0;
+    }
+    CU_ASSERT(wanted > 40 && wanted < N_CELLS);
+    CU_ASSERT(empty_wanted > 0);
+    taken *t = calloc(MAX_BATCHES, sizeof(taken));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    scfm_loader *l = NULL;
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_loader_open(dir, &c, NULL, &l, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(scfm_loader_n_genes(l), COUNT_GENES);
+    const int n = take(l, t, MAX_BATCHES, 2);
+    scfm_loader_close(l);
+    int seen[2][N_CELLS] = {{0}}, wrong = 0, wrong_size = 0;
+    for (int i = 0; i < n; i++) {
+        const scfm_batch *b = &t[i].batch;
+        const int last = i + 1 == n || t[i + 1].epoch != t[i].epoch;
+        wrong_size += last ? b->n_cells < 1 || b->n_cells > COUNT_MICRO : b->n_cells != COUNT_MICRO;
+        wrong += b->n_targets != 0;
+        for (int k = 0; k < b->n_cells; k++) {
+            const int64_t id = b->cell_ids[k];
+            seen[t[i].epoch][id]++;
+            wrong += b->labels[k] != labels[id] || b->conditions[k] != conditions[id];
+            wrong += b->library[k] != count_library(id);
+            int m = b->cell_offsets[k];
+            for (int g = 0; g < COUNT_GENES; g++)
+                if (count_at(id, g)) {
+                    wrong += m >= b->cell_offsets[k + 1] || b->tokens[m] != g || b->counts[m] != (float)count_at(id, g);
+                    m++;
+                }
+            wrong += m != b->cell_offsets[k + 1];
+        }
+    }
+    CU_ASSERT_EQUAL(wrong, 0);
+    CU_ASSERT_EQUAL(wrong_size, 0);
+    int missed = 0;
+    for (int e = 0; e < 2; e++)
+        for (int i = 0; i < N_CELLS; i++)
+            missed += seen[e][i] != (labels[i] >= 0 && !scfm_holdout_cell(SEED, i, c.holdout_fraction));
+    CU_ASSERT_EQUAL(missed, 0);
+    /* the shard accessors give the same, and nothing to token-shard questions */
+    scfm_shards *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(scfm_shards_open(dir, &s, &err), SCFM_OK);
+    const int32_t *genes;
+    int n_genes = 0;
+    scfm_shards_gene_set(s, &genes, &n_genes);
+    CU_ASSERT_EQUAL(n_genes, COUNT_GENES);
+    CU_ASSERT(genes[0] == 3 && genes[COUNT_GENES - 1] == 3 + 2 * (COUNT_GENES - 1));
+    CU_ASSERT_STRING_EQUAL(scfm_shards_mode(s), "counts");
+    const float *counts;
+    const uint8_t *values;
+    int length = -1;
+    CU_ASSERT_EQUAL(scfm_shards_cell_counts(s, 17, &counts, &length, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(length, 0);
+    CU_ASSERT_EQUAL(scfm_shards_cell_library(s, 17), count_library(17));
+    CU_ASSERT_EQUAL(scfm_shards_cell_values(s, 1, &values, &length, &err), SCFM_ERR_ARG);
+    scfm_shards_close(s);
+    release(t, n);
+    free(t);
 }
 
 static scfm_status open_status(const char *dir, const scfm_loader_config *c, const scfm_loader_position *start,
@@ -352,6 +517,9 @@ static CU_TestInfo tests[] = {
     {"packing keeps the token budget and masks by epoch", test_packing},
     {"a cell over the budget comes alone", test_packing_small_budget},
     {"a saved position resumes the same batches", test_restore_position},
+    {"counts: 1, 2 and 3 ranks read one sequence", test_ranks_read_one_sequence_counts},
+    {"counts: a saved position resumes the same batches", test_restore_position_counts},
+    {"counts: cells, counts, library, labels, holdout, no mask", test_count_batches},
     {"errors reach the caller", test_errors},
     {"memory does not grow with the cells", test_bounded_memory},
     CU_TEST_INFO_NULL,

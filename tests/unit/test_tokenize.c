@@ -300,7 +300,7 @@ static const char *write_set(const char *name, const scfm_vocab *v, int64_t voca
     const int n_cats = 2;
     const int64_t source_cells = 4;
     scfm_shard_meta meta = {bin ? "bin" : "rank", vocab_size, v->hash, 8, bin ? 51 : 0, "test", index, n_shards,
-                            1, &source, &source_cells, 1, &column, &n_cats, &categories};
+                            1, &source, &source_cells, 1, &column, &n_cats, &categories, 0, NULL, NULL};
     scfm_error err = {0};
     scfm_shard_writer *w = NULL;
     CU_ASSERT_EQUAL_FATAL(scfm_shard_create(NULL, path, &meta, &w, &err), SCFM_OK);
@@ -311,8 +311,8 @@ static const char *write_set(const char *name, const scfm_vocab *v, int64_t voca
     const int64_t ids1[] = {0, 2}, ids2[] = {3};
     const int32_t codes1[] = {1, -1}, codes2[] = {0};
     const int32_t *c1 = codes1, *c2 = codes2;
-    scfm_shard_cells a = {2, off1, tok1, bin ? val1 : NULL, ids1, &c1};
-    scfm_shard_cells b = {1, off2, tok2, bin ? val2 : NULL, ids2, &c2};
+    scfm_shard_cells a = {2, off1, tok1, bin ? val1 : NULL, ids1, &c1, NULL, NULL};
+    scfm_shard_cells b = {1, off2, tok2, bin ? val2 : NULL, ids2, &c2, NULL, NULL};
     CU_ASSERT_EQUAL_FATAL(scfm_shard_append(w, &a, &err), SCFM_OK);
     CU_ASSERT_EQUAL_FATAL(scfm_shard_append(w, &b, &err), SCFM_OK);
     CU_ASSERT_EQUAL_FATAL(scfm_shard_finish(w, 1, &err), SCFM_OK);
@@ -398,6 +398,61 @@ static void test_missing_shard(void) {
     scfm_vocab_free(a);
 }
 
+/* ---- count representations ---- */
+
+/* Cell 0: columns 0, 2, 3 with counts 5, 1, 5 of a library of 20; cell 1:
+ * no count in the set, a library of 4. */
+static void count_batch(scfm_batch *b) {
+    scfm_error err = {0};
+    const int32_t columns[] = {0, 2, 3};
+    const float counts[] = {5, 1, 5};
+    scfm_batch_init(b);
+    CU_ASSERT_EQUAL_FATAL(scfm_batch_add_cell(b, 7, columns, 3, &err), SCFM_OK);
+    scfm_batch_set_counts(b, counts, 20);
+    CU_ASSERT_EQUAL_FATAL(scfm_batch_add_cell(b, 8, columns, 0, &err), SCFM_OK);
+    scfm_batch_set_counts(b, counts, 4);
+}
+
+static void expect_rows(const scfm_batch *b, scfm_count_repr repr, int n_bins, const float want[2][4]) {
+    float x[2][4];
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_counts_dense(b, 4, repr, n_bins, &x[0][0], &err), SCFM_OK);
+    for (int c = 0; c < 2; c++)
+        for (int g = 0; g < 4; g++) CU_ASSERT_DOUBLE_EQUAL(x[c][g], want[c][g], 1e-6 * (1 + fabsf(want[c][g])));
+}
+
+/* Each representation by hand: log1p of the depth-normalised counts, the
+ * counts, ranks from 1 down to 1/n with ties by column, and bins (3 bins:
+ * the edges are the smallest and largest value, the largest takes bin 2);
+ * the empty cell is all zeros. */
+static void test_counts_dense(void) {
+    scfm_batch b;
+    count_batch(&b);
+    const float l5 = (float)log1p(2500.0), l1 = (float)log1p(500.0);
+    expect_rows(&b, SCFM_COUNTS_RAW, 0, (const float[2][4]){{5, 0, 1, 5}, {0}});
+    expect_rows(&b, SCFM_COUNTS_LOG1P, 0, (const float[2][4]){{l5, 0, l1, l5}, {0}});
+    expect_rows(&b, SCFM_COUNTS_RANK, 0, (const float[2][4]){{1, 0, 1.0f / 3, 2.0f / 3}, {0}});
+    expect_rows(&b, SCFM_COUNTS_BIN, 3, (const float[2][4]){{2, 0, 1, 2}, {0}});
+    scfm_batch_free(&b);
+}
+
+/* A column outside the gene set, bins outside [2, 256], and a depth
+ * normalisation without a library are refused. */
+static void test_counts_dense_errors(void) {
+    scfm_batch b;
+    count_batch(&b);
+    float x[2][4];
+    scfm_error err = {0};
+    CU_ASSERT_EQUAL(scfm_counts_dense(&b, 3, SCFM_COUNTS_RAW, 0, &x[0][0], &err), SCFM_ERR_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "column 3 outside the 3 genes"));
+    CU_ASSERT_EQUAL(scfm_counts_dense(&b, 4, SCFM_COUNTS_BIN, 1, &x[0][0], &err), SCFM_ERR_ARG);
+    CU_ASSERT_EQUAL(scfm_counts_dense(&b, 4, SCFM_COUNTS_BIN, 257, &x[0][0], &err), SCFM_ERR_ARG);
+    b.library[0] = 0;
+    CU_ASSERT_EQUAL(scfm_counts_dense(&b, 4, SCFM_COUNTS_LOG1P, 0, &x[0][0], &err), SCFM_ERR_ARG);
+    CU_ASSERT_EQUAL(scfm_counts_dense(&b, 4, SCFM_COUNTS_RAW, 0, &x[0][0], &err), SCFM_OK);
+    scfm_batch_free(&b);
+}
+
 static CU_TestInfo tests[] = {
     {"rank: order by normalised value, ties by token id", test_rank_order_and_ties},
     {"rank: truncation and <cls>/<eos>", test_rank_truncation_and_specials},
@@ -412,6 +467,8 @@ static CU_TestInfo tests[] = {
     {"shards: round trip, bin mode, uint32 tokens", test_shard_round_trip_bin_uint32},
     {"shards: another vocabulary is a clear error", test_vocab_mismatch},
     {"shards: a missing shard is refused", test_missing_shard},
+    {"counts: log1p, raw, rank and bin rows", test_counts_dense},
+    {"counts: bad columns, bins and libraries", test_counts_dense_errors},
     CU_TEST_INFO_NULL,
 };
 
