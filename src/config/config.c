@@ -133,7 +133,7 @@ static const key_desc keys[] = {
          "encoder-decoder over the count vector of `counts` shards (docs/encoders.md)"),
     ENUM("model", "input", scfm_count_repr, model.input, SCFM_COUNTS_LOG1P, count_repr_names,
          "count encoders: the count vector as the encoder sees it: log1p of counts per 10,000, raw counts, "
-         "per-cell ranks or quantile bins"),
+         "per-cell ranks or quantile bins (model.value_bins of them; 0: 51, scGPT's)"),
     INT("model", "genes", model.genes, 0, 1, INT_MAX, F_ZERO_OK,
         "count encoders: width of the count vector (the shards' gene set); 0 takes it from the shards"),
     INT("model", "latent", model.latent, 10, 1, 65536, 0,
@@ -542,9 +542,12 @@ static scfm_status check_count_encoder(const scfm_config *cfg, const char *loc, 
         return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.value and objective.mvc need the transformer; "
                          "model.encoder \"%s\" reconstructs the count vector instead (objective.reconstruction)",
                          loc, name);
-    if (m->num_labels > 0 || m->value_bins > 0)
-        return scfm_fail(err, SCFM_ERR_CONFIG, "%smodel.num_labels and model.value_bins need the transformer, "
-                         "not model.encoder \"%s\"", loc, name);
+    if (m->num_labels > 0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%smodel.num_labels needs the transformer, not model.encoder \"%s\"",
+                         loc, name);
+    if (m->value_bins > 0 && m->input != SCFM_COUNTS_BIN)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%smodel.value_bins with model.encoder \"%s\" is the bins of "
+                         "model.input \"bin\", and model.input is not \"bin\"", loc, name);
     if (cfg->finetune.freeze_layers > 0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%sfinetune.freeze_layers needs the transformer, not "
                          "model.encoder \"%s\"", loc, name);

@@ -131,15 +131,12 @@ size_t scfm_fc_param_count(const scfm_model_config *cfg) {
 
 scfm_status scfm_fc_create(scfm_model *m, scfm_error *err) {
     const scfm_model_config *cfg = &m->cfg;
-    if (cfg->input != SCFM_COUNTS_LOG1P && cfg->input != SCFM_COUNTS_RAW)
-        return scfm_fail(err, SCFM_ERR_CONFIG, "model.input \"%s\" needs the count data path's densification; the "
-                         "count encoders take \"log1p\" and \"raw\"", cfg->input == SCFM_COUNTS_RANK ? "rank" : "bin");
     if (cfg->genes < 1 || cfg->latent < 1 || cfg->fc_hidden < 1 || cfg->fc_layers < 1 || cfg->num_conditions < 0 ||
-        cfg->num_labels != 0 || cfg->value_bins != 0 || cfg->projection_dim < 0 ||
+        cfg->num_labels != 0 || (cfg->value_bins != 0 && cfg->input != SCFM_COUNTS_BIN) || cfg->projection_dim < 0 ||
         (cfg->projection_dim > 0 && !(cfg->temperature > 0.0)))
         return scfm_fail(err, SCFM_ERR_ARG,
                          "invalid count encoder shape: genes %d, latent %d, fc_hidden %d, fc_layers %d, conditions %d, "
-                         "labels %d, value bins %d (the last two must be 0)",
+                         "labels %d (must be 0), value bins %d (only for model.input bin)",
                          cfg->genes, cfg->latent, cfg->fc_hidden, cfg->fc_layers, cfg->num_conditions,
                          cfg->num_labels, cfg->value_bins);
     scfm_fc *f = calloc(1, sizeof *f);
@@ -282,21 +279,19 @@ static scfm_status check_batch(const scfm_model *m, const scfm_batch *b, scfm_er
     return SCFM_OK;
 }
 
-/* counts[n,G] = the batch's raw counts (a column repeated in a cell adds
- * up), target[n,G] = their representation. The count data module's
- * scfm_counts_dense takes this over when the two paths merge. */
-static void densify(scfm_fc *f, const scfm_batch *b, scfm_count_repr repr) {
-    const int G = f->G;
-    memset(f->counts, 0, sizeof(float) * (size_t)b->n_cells * G);
-    for (int c = 0; c < b->n_cells; c++)
-        for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++)
-            f->counts[(size_t)c * G + b->tokens[t]] += b->counts[t];
-    for (int c = 0; c < b->n_cells; c++) {
-        const float *x = f->counts + (size_t)c * G;
-        float *y = f->target + (size_t)c * G;
-        const float scale = 1e4f / b->library[c];
-        for (int j = 0; j < G; j++) y[j] = repr == SCFM_COUNTS_LOG1P ? log1pf(x[j] * scale) : x[j];
-    }
+/* SCFM_COUNTS_BIN without model.value_bins: scGPT's 51 bins. */
+#define DEFAULT_INPUT_BINS 51
+
+/* counts[n,G] = the batch's raw counts, target[n,G] = their representation
+ * model.input (scfm_counts_dense, data.h). */
+static scfm_status densify(const scfm_model *m, scfm_fc *f, const scfm_batch *b, scfm_error *err) {
+    const int bins = m->cfg.value_bins > 0 ? m->cfg.value_bins : DEFAULT_INPUT_BINS;
+    scfm_status st = scfm_counts_dense(b, f->G, SCFM_COUNTS_RAW, bins, f->counts, err);
+    if (st == SCFM_OK && m->cfg.input == SCFM_COUNTS_RAW)
+        memcpy(f->target, f->counts, sizeof(float) * (size_t)b->n_cells * (size_t)f->G);
+    else if (st == SCFM_OK)
+        st = scfm_counts_dense(b, f->G, m->cfg.input, bins, f->target, err);
+    return st;
 }
 
 /* The Philox words of gene j of cell id on stream (second draw: sub = 1). */
@@ -480,7 +475,7 @@ scfm_status scfm_fc_forward(scfm_model *m, const scfm_batch *b, int training, ui
     f->n = n;
     f->with_loss = loss_sum != NULL;
     f->augmented = m->training && f->contrastive && (f->aug_dropout > 0.0 || f->aug_noise > 0.0 || f->aug_swap > 0.0);
-    densify(f, b, m->cfg.input);
+    if ((st = densify(m, f, b, err)) != SCFM_OK) return st;
     build_input(m, b);
     const float *h = mlp_forward(m, b, f->w.enc, f->enc_pre, f->enc_h, f->xin, f->Gx, 1);
     const int E = f->L > 0 ? f->H : f->Gx;

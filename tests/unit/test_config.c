@@ -363,7 +363,9 @@ static void test_count_encoder_keys(void) {
     expect_file_error_part("fc_value", "model = { encoder = \"mlp\"; };\nobjective = { value = 1.0; };\n",
                       "objective.value and objective.mvc need the transformer");
     expect_file_error_part("fc_labels", "model = { encoder = \"linear\"; num_labels = 3; };\n",
-                      "model.num_labels and model.value_bins need the transformer");
+                      "model.num_labels needs the transformer");
+    expect_file_error_part("fc_bins", "model = { encoder = \"mlp\"; value_bins = 11; };\n",
+                      "model.value_bins with model.encoder \"mlp\" is the bins of model.input \"bin\"");
     expect_file_error_part("fc_mae", "model = { encoder = \"mlp\"; };\nobjective = { mae_mask_prob = 0.5; };\n",
                       "objective.mae_mask_prob > 0 (scMAE) needs model.likelihood \"mse\"");
     expect_file_error_part("fc_aug", "model = { encoder = \"mlp\"; };\nobjective = { aug_noise = 0.1; };\n",

@@ -512,11 +512,27 @@ static void test_interface(void) {
     CU_ASSERT_EQUAL(scfm_model_forward(m, &b, 0, 1, 0, &full, &err), SCFM_OK);
     CU_ASSERT(full > none);
     CU_ASSERT_DOUBLE_EQUAL(half - none, 0.5 * (full - none), 1e-5 * full);
-    /* rank and bin inputs wait for the count data path */
-    cfg.input = SCFM_COUNTS_RANK;
+    /* rank and bin inputs (scfm_counts_dense) change what the encoder sees,
+     * not the counts the decoder models; bins only with the bin input */
+    const scfm_count_repr inputs[2] = {SCFM_COUNTS_RANK, SCFM_COUNTS_BIN};
+    for (int k = 0; k < 2; k++) {
+        scfm_model_config ci = cfg;
+        ci.input = inputs[k];
+        scfm_model *r = NULL;
+        double loss = 0.0;
+        CU_ASSERT_EQUAL_FATAL(scfm_model_create(&ci, &r, &err), SCFM_OK);
+        scfm_model_init_weights(r, 1);
+        scfm_model_set_objective(r, &o);
+        scfm_model_set_step(r, 50);
+        CU_ASSERT_EQUAL(scfm_model_forward(r, &b, 0, 1, 0, &loss, &err), SCFM_OK);
+        CU_ASSERT(isfinite(loss) && loss > 0.0 && fabs(loss - full) > 1e-6 * full);
+        scfm_model_free(r);
+    }
     scfm_model *r = NULL;
-    CU_ASSERT_EQUAL(scfm_model_create(&cfg, &r, &err), SCFM_ERR_CONFIG);
+    cfg.value_bins = 11;
+    CU_ASSERT_EQUAL(scfm_model_create(&cfg, &r, &err), SCFM_ERR_ARG);
     CU_ASSERT_PTR_NULL(r);
+    cfg.value_bins = 0;
     /* a cell without a library size is refused */
     b.library[1] = 0.0f;
     CU_ASSERT_EQUAL(scfm_model_forward(m, &b, 0, 1, 0, &full, &err), SCFM_ERR_ARG);
