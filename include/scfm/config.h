@@ -100,6 +100,7 @@ typedef struct {
 typedef struct {
     int64_t steps;
     int64_t micro_batch_tokens;
+    int micro_batch_cells;   /* count encoders: cells per micro-batch (the transformer packs by tokens) */
     int accumulate;
     double lr;
     int64_t warmup_steps;

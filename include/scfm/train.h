@@ -101,7 +101,9 @@ typedef struct {
     double contrastive_loss; /* contrastive objective: mean InfoNCE over the step's views */
     int64_t views;        /* contrastive objective: views (2 per cell) in the step; 0 without it */
     double lr, grad_norm;
-    int64_t tokens;       /* tokens this step */
+    int64_t tokens;       /* tokens this step (count encoders: the genes with a count) */
+    int64_t cells;        /* cells this step (contrastive: 2 views per cell) */
+    double cells_per_s;   /* over the whole run so far */
     int64_t targets;
     double tokens_per_s;  /* over the whole run so far */
     double elapsed_s, eta_s;
@@ -172,6 +174,9 @@ scfm_status scfm_contrastive_step(scfm_contrastive *c, scfm_comm *comm, scfm_mod
 /* A conditioned model's categories of model.condition_column, one per line,
  * in code order (row k of the condition embedding is the k-th line). */
 #define SCFM_CONDITIONS_FILE "conditions.tsv"
+/* A count encoder's gene set: the gene id of each column of its input, one
+ * per line, in column order. */
+#define SCFM_GENES_FILE "genes.tsv"
 /* The lines of step_dir/file (SCFM_LABELS_FILE or SCFM_CONDITIONS_FILE) as
  * strings (scfm_free_strings); SCFM_ERR_FORMAT when the file is absent. */
 scfm_status scfm_read_names(const char *step_dir, const char *file, char ***names, int *n, scfm_error *err);

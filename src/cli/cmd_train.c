@@ -35,7 +35,8 @@ static const char *train_help =
     "config file's name), written by rank 0:\n"
     "  config.cfg      the resolved configuration\n"
     "  metrics.jsonl   one JSON line per step: step, epoch, loss, lr, grad_norm,\n"
-    "                  tokens, targets (global), tokens_per_s, elapsed_s, and the step's\n"
+    "                  tokens, targets (global), tokens_per_s, cells, cells_per_s,\n"
+    "                  elapsed_s, and the step's\n"
     "                  time split: compute_s, data_s (waiting for data), comm_s (waiting\n"
     "                  in collectives), reduce_wait_s (waiting for the gradient reduction\n"
     "                  after backward), checkpoint_s; ranks\n"
@@ -98,9 +99,9 @@ static void print_progress(const scfm_train_progress *p, void *user) {
     char eta[32], elapsed[32];
     scfm_cli_format_duration(p->eta_s, eta, sizeof eta);
     scfm_cli_format_duration(p->elapsed_s, elapsed, sizeof elapsed);
-    fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.3e | grad %.3f | %.1fk tok/s | %s elapsed | ETA %s\n",
-            (long long)p->step, (long long)p->steps, p->loss, p->lr, p->grad_norm, p->tokens_per_s / 1000.0,
-            elapsed, eta);
+    fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.3e | grad %.3f | %.1fk tok/s | %.0f cells/s | %s elapsed | "
+            "ETA %s\n", (long long)p->step, (long long)p->steps, p->loss, p->lr, p->grad_norm,
+            p->tokens_per_s / 1000.0, p->cells_per_s, elapsed, eta);
 }
 
 static void print_step(const scfm_train_progress *p, void *user) {

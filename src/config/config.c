@@ -155,7 +155,9 @@ static const key_desc keys[] = {
 
     INT64("train", "steps", train.steps, 1000, 1, INT64_MAX, "optimizer steps"),
     INT64("train", "micro_batch_tokens", train.micro_batch_tokens, 8192, 1, INT64_MAX,
-          "token budget of one micro-batch"),
+          "token budget of one micro-batch (the transformer)"),
+    INT("train", "micro_batch_cells", train.micro_batch_cells, 128, 1, 1 << 20, 0,
+        "cells of one micro-batch of a count encoder (`model.encoder` mlp or linear; scvi-tools' batch_size)"),
     INT("train", "accumulate", train.accumulate, 1, 1, INT_MAX, 0,
         "micro-batches accumulated per optimizer step"),
     FLOAT("train", "lr", train.lr, 1e-3, 0, 1, F_MIN_OPEN, "peak learning rate"),

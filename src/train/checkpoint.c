@@ -18,11 +18,11 @@
  * so that embedding needs nothing but the checkpoint. */
 static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg",
                                                "metrics.jsonl", SCFM_VOCAB_FILE, SCFM_LABELS_FILE,
-                                               SCFM_CONDITIONS_FILE};
-enum { N_CHECKPOINT_FILES = 7 };
+                                               SCFM_CONDITIONS_FILE, SCFM_GENES_FILE};
+enum { N_CHECKPOINT_FILES = 8 };
 /* What a training run keeps in its run directory for every checkpoint to carry. */
-static const char *const run_files[] = {"metrics.jsonl", SCFM_LABELS_FILE, SCFM_CONDITIONS_FILE};
-enum { N_RUN_FILES = 3 };
+static const char *const run_files[] = {"metrics.jsonl", SCFM_LABELS_FILE, SCFM_CONDITIONS_FILE, SCFM_GENES_FILE};
+enum { N_RUN_FILES = 4 };
 static const char *const required_files[] = {"model.safetensors", "config.cfg"};
 enum { N_REQUIRED_FILES = 2 };
 

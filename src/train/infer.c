@@ -42,6 +42,9 @@ typedef struct {
     int32_t *codes;           /* predict, rank 0: argmax per cell of a round */
     int width;                /* floats per cell of output */
     int32_t condition;        /* the reference condition's code; -1: left out */
+    int count_encoder;        /* model.encoder mlp or linear: cells enter as count vectors */
+    int32_t *token_column;    /* count encoder: [vocabulary size] column of each token in the gene set, -1 */
+    float *dense;             /* count encoder: [genes] one cell's counts by column */
     scfm_h5ad_writer *writer;
 } infer_state;
 
@@ -52,6 +55,8 @@ static void free_state(infer_state *s) {
     scfm_model_free(s->model);
     scfm_matrix_close(s->matrix);
     free(s->gene_token);
+    free(s->token_column);
+    free(s->dense);
     scfm_cells_chunk_free(&s->chunk);
     scfm_batch_free(&s->batch);
     free(s->entries);
@@ -115,6 +120,30 @@ static scfm_status find_condition(infer_state *s, scfm_error *err) {
     return st;
 }
 
+/* A count encoder's columns: genes.tsv names the gene of each, in order. */
+static scfm_status read_gene_set(infer_state *s, scfm_error *err) {
+    char **ids = NULL;
+    int n = 0;
+    const int64_t V = scfm_vocab_size(s->vocab);
+    scfm_status st = scfm_read_names(s->step_dir, SCFM_GENES_FILE, &ids, &n, err);
+    if (st == SCFM_OK && n != s->cfg.model.genes)
+        st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s lists %d genes, the model reads %d", s->step_dir, SCFM_GENES_FILE,
+                       n, s->cfg.model.genes);
+    if (st == SCFM_OK && (!(s->token_column = malloc(sizeof(int32_t) * (size_t)V)) ||
+                          !(s->dense = calloc((size_t)n, sizeof(float)))))
+        st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int64_t t = 0; st == SCFM_OK && t < V; t++) s->token_column[t] = -1;
+    for (int c = 0; st == SCFM_OK && c < n; c++) {
+        int32_t token = scfm_vocab_find(s->vocab, ids[c], 0);
+        if (token < 0)
+            st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: gene %s of %s (column %d) is not in the checkpoint's vocabulary",
+                           s->step_dir, ids[c], SCFM_GENES_FILE, c);
+        else s->token_column[token] = c;
+    }
+    scfm_free_strings(ids, n);
+    return st;
+}
+
 /* Checkpoint, vocabulary and model, on every rank. */
 static scfm_status load_checkpoint(infer_state *s, const char *checkpoint, scfm_error *err) {
     char path[SCFM_PATH_MAX];
@@ -132,6 +161,8 @@ static scfm_status load_checkpoint(infer_state *s, const char *checkpoint, scfm_
                        (long long)scfm_vocab_size(s->vocab), s->cfg.model.vocab_size);
     if (st == SCFM_OK && s->opt->predict) st = scfm_read_names(s->step_dir, SCFM_LABELS_FILE, &s->classes, &s->n_classes, err);
     if (st == SCFM_OK && s->opt->condition) st = find_condition(s, err);
+    s->count_encoder = s->cfg.model.encoder != SCFM_ENCODER_TRANSFORMER;
+    if (st == SCFM_OK && s->count_encoder) st = read_gene_set(s, err);
     if (st == SCFM_OK && s->opt->predict && s->n_classes != s->cfg.model.num_labels)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s lists %d classes, the model's head has %d", s->step_dir,
                        SCFM_LABELS_FILE, s->n_classes, s->cfg.model.num_labels);
@@ -215,6 +246,28 @@ static int tokenize_cell(infer_state *s, int64_t cell, int n, double total) {
     return scfm_rank_encode(&p, s->row_tokens, s->row_counts, n, total, s->entries, s->encoded);
 }
 
+/* A count encoder's cell: the counts of its genes in the model's gene set, by
+ * ascending column (a gene the input repeats adds up), as count shards hold
+ * them; the library is the cell's total over all its genes. Returns the
+ * columns with a count. */
+static int count_cell(infer_state *s, const scfm_cells_chunk *ch, int64_t i, double *total) {
+    int n = 0;
+    *total = 0.0;
+    for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++) {
+        *total += ch->values[e];
+        int32_t token = s->gene_token[ch->genes[e]];
+        int32_t column = token >= 0 ? s->token_column[token] : -1;
+        if (column >= 0) s->dense[column] += ch->values[e];
+    }
+    for (int c = 0; c < s->cfg.model.genes; c++) {
+        if (s->dense[c] == 0.0f) continue;
+        s->encoded[n] = c;
+        s->row_counts[n++] = s->dense[c];
+        s->dense[c] = 0.0f;
+    }
+    return n;
+}
+
 /* This rank's cells [lo, hi) of the input, into s->mine (zeros for a cell
  * with no count in the vocabulary's genes). */
 static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_infer_report *report,
@@ -230,6 +283,20 @@ static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_inf
         if (!grow_row(s, nnz + 1)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
         double total = 0.0;
         int n = 0;
+        if (s->count_encoder) {
+            /* a cell with counts but none in the gene set is encoded, as count shards keep it */
+            int len = count_cell(s, ch, i, &total);
+            if (total <= 0.0) {
+                report->cells_without_genes++;
+                continue;
+            }
+            if (s->batch.n_tokens + len > budget && (st = encode_batch(s, rows, err)) != SCFM_OK) break;
+            rows[s->batch.n_cells] = (int32_t)i;
+            st = scfm_batch_add_cell(&s->batch, lo + i, s->encoded, len, err);
+            if (st == SCFM_OK) scfm_batch_set_counts(&s->batch, s->row_counts, (float)total);
+            if (st == SCFM_OK) s->batch.conditions[s->batch.n_cells - 1] = s->condition;
+            continue;
+        }
         for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++) {
             total += ch->values[e];
             int32_t token = s->gene_token[ch->genes[e]];
@@ -281,11 +348,16 @@ scfm_status scfm_infer(scfm_comm *comm, const char *checkpoint, const char *inpu
     memset(report, 0, sizeof *report);
     scfm_batch_init(&s.batch);
     scfm_status st = load_checkpoint(&s, checkpoint, err);
-    if (st == SCFM_OK && opt->layer > s.cfg.model.layers)
+    const int count_encoder = st == SCFM_OK && s.count_encoder;
+    if (count_encoder && (opt->layer >= 0 || opt->pool >= 0))
+        st = scfm_fail(err, SCFM_ERR_ARG, "--layer and --pool read the transformer's hidden states; the embedding of "
+                       "%s (model.encoder \"%s\") is its latent mean", s.step_dir,
+                       s.cfg.model.encoder == SCFM_ENCODER_MLP ? "mlp" : "linear");
+    if (st == SCFM_OK && !count_encoder && opt->layer > s.cfg.model.layers)
         st = scfm_fail(err, SCFM_ERR_ARG, "--layer %d: the model has layers 0 (embeddings) to %d", opt->layer,
                        s.cfg.model.layers);
     const int cls = opt->pool < 0 ? s.cfg.model.pool == SCFM_POOL_CLS : opt->pool == SCFM_POOL_CLS;
-    if (st == SCFM_OK && !opt->predict && cls && s.vocab->cls < 0)
+    if (st == SCFM_OK && !count_encoder && !opt->predict && cls && s.vocab->cls < 0)
         st = scfm_fail(err, SCFM_ERR_ARG, "%s: cls pooling needs a <cls> token, and this vocabulary has none "
                        "(use --pool mean)", s.step_dir);
     if (st == SCFM_OK) st = open_input(&s, input, report, err);
@@ -294,12 +366,12 @@ scfm_status scfm_infer(scfm_comm *comm, const char *checkpoint, const char *inpu
         st = scfm_fail(err, SCFM_ERR_ARG, "%s exists; choose another path or pass --force", output);
     if ((st = scfm_comm_agree(comm, st, err)) != SCFM_OK) goto out;
 
-    s.width = opt->predict ? s.n_classes : s.cfg.model.hidden;
+    s.width = opt->predict ? s.n_classes : scfm_model_embedding_width(s.model);
     report->width = s.width;
     const int64_t n_cells = report->cells, round = (int64_t)ROUND_CELLS_PER_RANK * s.world;
     s.mine = malloc(sizeof(float) * ROUND_CELLS_PER_RANK * (size_t)s.width);
     s.probs = malloc(sizeof(float) * ROUND_CELLS_PER_RANK * (size_t)(s.width > 0 ? s.width : 1));
-    s.encoded = malloc(sizeof(int32_t) * (size_t)s.cfg.model.max_len);
+    s.encoded = malloc(sizeof(int32_t) * (size_t)(s.count_encoder ? s.cfg.model.genes : s.cfg.model.max_len));
     if (s.cfg.model.value_bins > 0) s.encoded_values = malloc((size_t)s.cfg.model.max_len);
     s.all = malloc(sizeof(float) * (size_t)round * s.width);
     s.codes = malloc(sizeof(int32_t) * (size_t)round);

@@ -22,11 +22,12 @@
 static void write_metrics(FILE *f, const scfm_train_progress *p) {
     fprintf(f,
             "{\"step\": %lld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
-            "\"tokens\": %lld, \"targets\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.3f, "
+            "\"tokens\": %lld, \"targets\": %lld, \"tokens_per_s\": %.1f, \"cells\": %lld, \"cells_per_s\": %.1f, "
+            "\"elapsed_s\": %.3f, "
             "\"compute_s\": %.4f, \"data_s\": %.4f, \"comm_s\": %.4f, \"reduce_wait_s\": %.4f, "
             "\"checkpoint_s\": %.4f, \"ranks\": %d",
             (long long)p->step, p->epoch, p->loss, p->lr, p->grad_norm, (long long)p->tokens,
-            (long long)p->targets, p->tokens_per_s, p->elapsed_s, p->compute_s, p->data_s, p->comm_s,
+            (long long)p->targets, p->tokens_per_s, (long long)p->cells, p->cells_per_s, p->elapsed_s, p->compute_s, p->data_s, p->comm_s,
             p->reduce_wait_s, p->checkpoint_s, p->world_size);
     if (p->views > 0)
         fprintf(f, ", \"mlm_loss\": %.6f, \"contrastive_loss\": %.6f, \"views\": %lld", p->mlm_loss,
@@ -297,6 +298,8 @@ typedef struct {
     int32_t *conditions;      /* model.condition_column: a code per cell (-1: none) */
     char **condition_names;   /* [n_conditions] its categories */
     int n_conditions;
+    int n_genes;              /* count shards: the gene set's columns; 0 for token shards */
+    char **gene_ids;          /* count shards with data.vocab: the gene id of each column */
 } shard_facts;
 
 /* A value model needs bin shards with its number of bins, and a condition
@@ -322,6 +325,33 @@ static scfm_status read_value_facts(const scfm_config *cfg, scfm_shards *s, shar
     return st;
 }
 
+/* A count encoder reads count shards, the transformer token shards; a count
+ * encoder's width is the shards' gene set, whose gene ids go into the run
+ * (genes.tsv) so that `scfm embed` can place an input's genes. */
+static scfm_status read_gene_set(const scfm_config *cfg, scfm_shards *s, const scfm_vocab *v, shard_facts *f,
+                                 scfm_error *err) {
+    const char *src = cfg->source[0] ? cfg->source : "config";
+    const int count_encoder = cfg->model.encoder != SCFM_ENCODER_TRANSFORMER;
+    const int count_shards = strcmp(scfm_shards_mode(s), "counts") == 0;
+    if (count_encoder != count_shards)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.encoder \"%s\" needs %s, but data.shards (%s) were "
+                         "tokenized in %s mode", src, count_encoder ? (cfg->model.encoder == SCFM_ENCODER_MLP ? "mlp" : "linear") : "transformer",
+                         count_encoder ? "count shards (`scfm tokenize --mode counts`)" : "token shards (--mode rank or bin)",
+                         cfg->data.shards, scfm_shards_mode(s));
+    if (!count_shards) return SCFM_OK;
+    const int32_t *tokens;
+    scfm_shards_gene_set(s, &tokens, &f->n_genes);
+    if (cfg->model.genes != 0 && cfg->model.genes != f->n_genes)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.genes is %d, but data.shards (%s) hold %d genes per cell", src,
+                         cfg->model.genes, cfg->data.shards, f->n_genes);
+    if (!v) return SCFM_OK;
+    if (!(f->gene_ids = calloc((size_t)f->n_genes, sizeof(char *)))) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int c = 0; c < f->n_genes; c++)
+        if (!(f->gene_ids[c] = strdup(v->gene_ids[tokens[c] - v->n_special])))
+            return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    return SCFM_OK;
+}
+
 static scfm_status read_shard_facts(const scfm_config *cfg, shard_facts *f, scfm_error *err) {
     scfm_vocab *v = NULL;
     scfm_shards *s = NULL;
@@ -335,6 +365,7 @@ static scfm_status read_shard_facts(const scfm_config *cfg, shard_facts *f, scfm
         if (v) f->first_gene = v->n_special;
         st = read_value_facts(cfg, s, f, err);
     }
+    if (st == SCFM_OK) st = read_gene_set(cfg, s, v, f, err);
     scfm_shards_close(s);
     scfm_vocab_free(v);
     return st;
@@ -423,6 +454,9 @@ static scfm_status make_views(const scfm_config *cfg, const scfm_mask_config *ma
 /* What the step optimises, and refusals of what cannot be trained. */
 static scfm_status check_objective(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err) {
     const scfm_objective_config *o = &cfg->objective;
+    if (opt->finetune && cfg->model.encoder != SCFM_ENCODER_TRANSFORMER)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: scfm finetune trains a classification head on the transformer; "
+                         "model.encoder is a count encoder", cfg->source[0] ? cfg->source : "config");
     if (opt->finetune && o->contrastive > 0.0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: objective.contrastive applies to pretraining, not scfm finetune",
                          cfg->source[0] ? cfg->source : "config");
@@ -440,6 +474,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
 
     if ((st = check_objective(cfg, opt, err)) != SCFM_OK) return st;
     const int contrastive = cfg->objective.contrastive > 0.0;
+    const int count_encoder = cfg->model.encoder != SCFM_ENCODER_TRANSFORMER;
     shard_facts facts = {0};
     st = read_shard_facts(cfg, &facts, err);
     /* The model takes the shards' vocabulary unless the config names a larger one. */
@@ -449,6 +484,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     if (mc.value_bins == 0 && (cfg->objective.value > 0.0 || cfg->objective.mvc > 0.0)) mc.value_bins = facts.n_bins;
     if (mc.value_bins > 0) mc.value_log1p = facts.log1p;
     if (mc.condition_column[0] && mc.num_conditions == 0) mc.num_conditions = facts.n_conditions;
+    if (count_encoder) mc.genes = facts.n_genes;
     if (contrastive) {
         mc.projection_dim = cfg->objective.projection_dim;
         mc.learn_temperature = cfg->objective.learn_temperature;
@@ -503,12 +539,15 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     resolved.model.value_bins = mc.value_bins;
     resolved.model.value_log1p = mc.value_log1p;
     resolved.model.num_conditions = mc.num_conditions;
+    resolved.model.genes = mc.genes;
     if (rank == 0) st = prepare_run_dir(&resolved, run_dir, sizeof run_dir, &r.metrics, err);
     else st = scfm_path_join(run_dir, sizeof run_dir, cfg->checkpoint.dir, cfg->checkpoint.run, err);
     if (st == SCFM_OK && rank == 0 && opt->finetune)
         st = write_names(run_dir, SCFM_LABELS_FILE, val.classes, val.n_classes, err);
     if (st == SCFM_OK && rank == 0 && mc.num_conditions > 0)
         st = write_names(run_dir, SCFM_CONDITIONS_FILE, facts.condition_names, facts.n_conditions, err);
+    if (st == SCFM_OK && rank == 0 && facts.gene_ids)
+        st = write_names(run_dir, SCFM_GENES_FILE, facts.gene_ids, facts.n_genes, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
 
     int64_t first_step = 0, tokens_seen = 0;
@@ -531,11 +570,12 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         .world = world,
         .max_len = cfg->model.max_len,
         .micro_batch_tokens = tc->micro_batch_tokens,
+        .micro_batch_cells = count_encoder ? tc->micro_batch_cells : 0,
         .mask = {opt->finetune || contrastive || cfg->objective.mlm <= 0.0 ? 0.0 : tc->mask_prob, tc->mask_token_prob,
                  tc->random_token_prob, mc.special_tokens, mc.vocab_size},
         .labels = opt->finetune ? val.labels : NULL,
         .holdout_fraction = opt->finetune ? cfg->finetune.validation_fraction : 0.0,
-        .value_bins = mc.value_bins,
+        .value_bins = count_encoder ? 0 : mc.value_bins,
         .value_mask_prob = opt->finetune || contrastive || cfg->objective.value + cfg->objective.mvc <= 0.0
                                ? 0.0 : cfg->objective.value_mask_prob,
         .conditions = facts.conditions,
@@ -550,31 +590,33 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     grad_reducer reducer = {opt->comm, scfm_model_grads(r.model), pending, 0, SCFM_OK, err};
     uint32_t validated_epoch = start.epoch;
     const double start_time = scfm_now();
-    int64_t run_tokens = 0;
+    int64_t run_tokens = 0, run_cells = 0;
     for (int64_t step = first_step; step < tc->steps; step++) {
         /* data_s is the time spent waiting for the loader, not its work. */
         scfm_status local = SCFM_OK;
         const scfm_loader_position step_start = scfm_loader_get_position(r.loader);
         /* masked-gene (or classification) loss terms, tokens, stop requested, failed, ranks in a new epoch,
          * contrastive anchors (views) */
-        int64_t counts[6] = {0, 0, 0, 0, 0, 0};
+        int64_t counts[7] = {0, 0, 0, 0, 0, 0, 0};
         double data_s = 0.0, comm_s = 0.0, checkpoint_s = 0.0;
         for (int a = 0; a < r.n_batches && local == SCFM_OK; a++) {
             double t0 = scfm_now();
             local = scfm_loader_next(r.loader, contrastive ? &r.cells : &r.batches[a], &r.epochs[a], err);
             data_s += scfm_now() - t0;
             if (local == SCFM_OK && contrastive)
-                local = make_views(cfg, &view_mask, mc.value_bins, &r.cells, &r.batches[a], r.epochs[a], err);
+                local = count_encoder ? scfm_batch_pairs(&r.cells, &r.batches[a], err)
+                                      : make_views(cfg, &view_mask, mc.value_bins, &r.cells, &r.batches[a], r.epochs[a], err);
             if (local != SCFM_OK) break;
             counts[0] += scfm_model_loss_terms(r.model, &r.batches[a]);
             counts[1] += r.batches[a].n_tokens;
             counts[5] += contrastive ? r.batches[a].n_cells : 0;
+            counts[6] += r.batches[a].n_cells;
         }
         counts[2] = opt->stop && *opt->stop;
         counts[3] = local != SCFM_OK;
         counts[4] = local == SCFM_OK && r.epochs[r.n_batches - 1] > validated_epoch;
         double t1 = scfm_now();
-        if ((st = scfm_comm_sum_i64(opt->comm, counts, 6, err)) != SCFM_OK) break;
+        if ((st = scfm_comm_sum_i64(opt->comm, counts, 7, err)) != SCFM_OK) break;
         comm_s += scfm_now() - t1;
         if (counts[3]) {
             st = scfm_comm_agree(opt->comm, local, err);
@@ -593,6 +635,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         const int64_t global_targets = counts[0], global_tokens = counts[1], global_views = counts[5];
         double compute_t0 = scfm_now(), loss_sum = 0.0, contrastive_sum = 0.0;
         scfm_model_zero_grad(r.model);
+        scfm_model_set_step(r.model, step);
         /* Each loss is a mean over the whole step on all ranks: the masked-gene
          * loss over its masked tokens, the contrastive loss over its views. The
          * contrastive loss is collective per micro-batch index, so with it
@@ -663,6 +706,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         }
         double t2 = scfm_now();
         run_tokens += global_tokens;
+        run_cells += counts[6];
         tokens_seen += global_tokens;
         int due = cfg->checkpoint.every > 0 && (step + 1) % cfg->checkpoint.every == 0;
         if (due || step + 1 == tc->steps) {
@@ -691,6 +735,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             p.targets = global_targets;
             p.elapsed_s = scfm_now() - start_time;
             p.tokens_per_s = (double)run_tokens / p.elapsed_s;
+            p.cells = counts[6];
+            p.cells_per_s = (double)run_cells / p.elapsed_s;
             p.eta_s = p.elapsed_s / (double)(p.step - first_step) * (double)(tc->steps - p.step);
             p.compute_s = (comm_t0 - compute_t0) + (t2 - comm_t1);
             p.data_s = data_s;
@@ -708,6 +754,7 @@ out_pending:
 out:
     free(facts.conditions);
     scfm_free_strings(facts.condition_names, facts.n_conditions);
+    scfm_free_strings(facts.gene_ids, facts.gene_ids ? facts.n_genes : 0);
     validation_free(&val);
     release(&r);
     return st;
