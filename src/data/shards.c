@@ -52,7 +52,14 @@ struct scfm_shards {
     uint8_t *value_buffer;
     float *count_buffer;
     int buffer_cap, value_buffer_cap, count_buffer_cap;
+    /* Reads of single cells convert types (uint16 tokens into int32) through
+     * this buffer; HDF5's default allocates and zeroes 1 MiB per read, which
+     * cost the loader more than the read itself. */
+    hid_t xfer;
+    void *conversion;
 };
+
+#define CONVERSION_BYTES (64 * 1024)
 
 static int read_int_attr(hid_t file, const char *name, int64_t *value) {
     return scfm_h5_attr_ints(file, ".", name, value, 1) == 1;
@@ -214,6 +221,9 @@ scfm_status scfm_shards_open(const char *dir, scfm_shards **out, scfm_error *err
     struct dirent *e;
     scfm_status st = s ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     if (s) snprintf(s->dir, sizeof s->dir, "%s", dir);
+    if (s && ((s->conversion = malloc(CONVERSION_BYTES)) == NULL || (s->xfer = H5Pcreate(H5P_DATASET_XFER)) < 0 ||
+              H5Pset_buffer(s->xfer, CONVERSION_BYTES, s->conversion, NULL) < 0))
+        st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for a transfer buffer");
     while (st == SCFM_OK && (e = readdir(d))) {
         size_t n = strlen(e->d_name);
         if (strncmp(e->d_name, "shard_", 6) || n < 4 || strcmp(e->d_name + n - 3, ".h5")) continue;
@@ -271,6 +281,8 @@ void scfm_shards_close(scfm_shards *s) {
         free(s->shards[i].library);
     }
     free(s->shards);
+    if (s->xfer > 0) H5Pclose(s->xfer);
+    free(s->conversion);
     free(s->genes);
     free(s->buffer);
     free(s->value_buffer);
@@ -327,7 +339,7 @@ static scfm_status read_cell(scfm_shards *s, int64_t i, int which, void **buffer
     if (count == 0) return SCFM_OK;
     const hid_t dataset[] = {sh->tokens, sh->values, sh->counts};
     const hid_t mem_type[] = {H5T_NATIVE_INT32, H5T_NATIVE_UINT8, H5T_NATIVE_FLOAT};
-    if (scfm_h5_read_slice(dataset[which], mem_type[which], start, count, *buffer) < 0)
+    if (scfm_h5_read_slice_xfer(dataset[which], mem_type[which], s->xfer, start, count, *buffer) < 0)
         return scfm_fail(err, SCFM_ERR_IO, "%s: cannot read the %s of cell %lld", sh->path, names[which],
                          (long long)j);
     return SCFM_OK;

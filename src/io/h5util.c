@@ -122,12 +122,16 @@ void scfm_h5_array_close(scfm_h5_array *a) {
 }
 
 herr_t scfm_h5_read_slice(hid_t dset, hid_t mem_type, int64_t start, int64_t count, void *out) {
+    return scfm_h5_read_slice_xfer(dset, mem_type, H5P_DEFAULT, start, count, out);
+}
+
+herr_t scfm_h5_read_slice_xfer(hid_t dset, hid_t mem_type, hid_t xfer, int64_t start, int64_t count, void *out) {
     if (count == 0) return 0;
     hid_t fspace = H5Dget_space(dset);
     hsize_t off[1] = {(hsize_t)start}, cnt[1] = {(hsize_t)count};
     hid_t mspace = H5Screate_simple(1, cnt, NULL);
     herr_t r = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, cnt, NULL);
-    if (r >= 0) r = H5Dread(dset, mem_type, mspace, fspace, H5P_DEFAULT, out);
+    if (r >= 0) r = H5Dread(dset, mem_type, mspace, fspace, xfer, out);
     H5Sclose(mspace);
     H5Sclose(fspace);
     return r;

@@ -33,6 +33,11 @@ SCFM_MATRIX_PRIVATE int64_t scfm_h5_dataset_length(hid_t d);
 /* Reads elements [start, start + count) of the 1-D dataset d as mem_type;
  * < 0 on failure. */
 SCFM_MATRIX_PRIVATE herr_t scfm_h5_read_slice(hid_t d, hid_t mem_type, int64_t start, int64_t count, void *out);
+/* The same with a transfer property list (e.g. one whose type-conversion
+ * buffer is reused: with H5P_DEFAULT, HDF5 allocates and zeroes 1 MiB for
+ * every read that converts types). */
+SCFM_MATRIX_PRIVATE herr_t scfm_h5_read_slice_xfer(hid_t d, hid_t mem_type, hid_t xfer, int64_t start, int64_t count,
+                                                   void *out);
 
 /* A 1-D numeric dataset. */
 typedef struct {

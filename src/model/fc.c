@@ -65,6 +65,8 @@ struct scfm_fc {
     float *out, *pi, *px_mu;                  /* [n,G] */
     double *rec, *kl;                         /* [n] */
     float *dpx, *dout, *dpi, *dh, *dh2, *dz, *dmu, *dlv; /* [n,G] x3, [n,W] x2, [n,Dz], [n,D] x2 */
+    float *dlt;                                         /* [n,G] NB: each term's d/dlog theta (forward) */
+    double *nb_scratch;                                 /* [4G] NB: per-gene terms */
 };
 
 static int uses_theta(scfm_likelihood l) { return l == SCFM_LIK_NB || l == SCFM_LIK_ZINB; }
@@ -233,6 +235,10 @@ static size_t layout_arena(scfm_fc *f, float *base, size_t n) {
     TAKE(f->dpx, n * G);
     TAKE(f->dout, n * G);
     TAKE(f->dpi, n * G);
+    TAKE(f->dlt, n * G);
+    float *nb_scratch;
+    TAKE(nb_scratch, 2 * SCFM_NB_SCRATCH(G)); /* doubles */
+    f->nb_scratch = (double *)nb_scratch;
     TAKE(f->dh, n * W);
     TAKE(f->dh2, n * W);
     TAKE(f->dz, n * (size_t)f->Dz);
@@ -436,7 +442,9 @@ static void reconstruction_forward(scfm_model *m, const scfm_batch *b, const flo
         return;
     }
     if (lik == SCFM_LIK_ZINB) scfm_linear_forward(f->pi, last, f->w.drop.w, f->w.drop.b, n, last_w, G);
-    scfm_nb_forward(f->rec, f->counts, f->px_mu, f->w.px_r, lik == SCFM_LIK_ZINB ? f->pi : NULL, n, G);
+    const int zinb = lik == SCFM_LIK_ZINB;
+    scfm_nb_forward(f->rec, f->dpx, f->dlt, zinb ? f->dpi : NULL, f->counts, f->px_mu, f->w.px_r, zinb ? f->pi : NULL,
+                    n, G, f->nb_scratch);
 }
 
 /* dh[n, last_w] = d(scale * rec)/d(last), and the heads' gradients. */
@@ -451,8 +459,7 @@ static void reconstruction_backward(scfm_model *m, const scfm_batch *b, const fl
         if (lik == SCFM_LIK_POISSON)
             scfm_poisson_backward(f->dpx, f->counts, f->px_mu, n, G, scale);
         else
-            scfm_nb_backward(f->dpx, f->g.px_r, zinb ? f->dpi : NULL, f->counts, f->px_mu, f->w.px_r,
-                             zinb ? f->pi : NULL, n, G, scale);
+            scfm_nb_backward(f->dpx, zinb ? f->dpi : NULL, f->g.px_r, f->dlt, n, G, scale);
         scfm_count_mean_backward(f->dout, f->dpx, f->px_mu, b->library, n, G);
     }
     scfm_linear_backward(f->dh, f->g.out.w, f->g.out.b, f->dout, last, f->w.out.w, n, last_w, G, 0);

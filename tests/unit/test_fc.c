@@ -250,16 +250,19 @@ static void kernel_values(kernel_ctx *k) {
 
 static void nb_loss(double *loss, void *ctx) {
     kernel_ctx *k = ctx;
-    scfm_nb_forward(loss, k->x, k->mu, k->log_theta, k->zi ? k->pi : NULL, KC, KG);
+    double scratch[SCFM_NB_SCRATCH(KG)];
+    scfm_nb_forward(loss, NULL, NULL, NULL, k->x, k->mu, k->log_theta, k->zi ? k->pi : NULL, KC, KG, scratch);
 }
 
 static void check_nb(int zi) {
     kernel_ctx k;
     kernel_values(&k);
     k.zi = zi;
-    float dmu[KC * KG], dpi[KC * KG], dlt[KG] = {0};
+    float dmu[KC * KG], dpi[KC * KG], terms[KC * KG], dlt[KG] = {0};
+    double loss[KC], scratch[SCFM_NB_SCRATCH(KG)];
     const float scale = 0.7f;
-    scfm_nb_backward(dmu, dlt, zi ? dpi : NULL, k.x, k.mu, k.log_theta, zi ? k.pi : NULL, KC, KG, scale);
+    scfm_nb_forward(loss, dmu, terms, zi ? dpi : NULL, k.x, k.mu, k.log_theta, zi ? k.pi : NULL, KC, KG, scratch);
+    scfm_nb_backward(dmu, zi ? dpi : NULL, dlt, terms, KC, KG, scale);
     check_kernel("dmu", nb_loss, &k, k.mu, dmu, KC * KG, KC, scale, 1e-3);
     check_kernel("dlog_theta", nb_loss, &k, k.log_theta, dlt, KG, KC, scale, 1e-3);
     if (zi) check_kernel("dpi", nb_loss, &k, k.pi, dpi, KC * KG, KC, scale, 1e-3);

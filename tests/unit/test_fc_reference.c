@@ -34,9 +34,9 @@ static void test_likelihoods_vs_scipy(void) {
     const double *nb = data_of(f, "nb"), *zinb = data_of(f, "zinb"), *poisson = data_of(f, "poisson");
     int bad = 0;
     for (int i = 0; i < K; i++) {
-        double l[3];
-        scfm_nb_forward(&l[0], &x[i], &mu[i], &lt[i], NULL, 1, 1);
-        scfm_nb_forward(&l[1], &x[i], &mu[i], &lt[i], &pi[i], 1, 1);
+        double l[3], scratch[SCFM_NB_SCRATCH(1)];
+        scfm_nb_forward(&l[0], NULL, NULL, NULL, &x[i], &mu[i], &lt[i], NULL, 1, 1, scratch);
+        scfm_nb_forward(&l[1], NULL, NULL, NULL, &x[i], &mu[i], &lt[i], &pi[i], 1, 1, scratch);
         scfm_poisson_forward(&l[2], &x[i], &mu[i], 1, 1);
         const double ref[3] = {nb[i], zinb[i], poisson[i]};
         for (int k = 0; k < 3; k++)

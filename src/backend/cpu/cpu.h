@@ -123,11 +123,19 @@ void scfm_count_mean_backward(float *dlogits, const float *dmu, const float *mu,
 /* -log NB(x; mu, theta = exp(log_theta[G])), and with pi[n,G] (dropout
  * logits; NULL: plain NB) the zero-inflated NB with dropout probability
  * sigmoid(pi), as scVI's log_nb_positive / log_zinb_positive (eps 1e-8). */
-void scfm_nb_forward(double *loss, const float *x, const float *mu, const float *log_theta, const float *pi, int n,
-                     int G);
-/* dmu[n,G] = scale d/dmu, dpi[n,G] = scale d/dpi (with pi), dlog_theta[G] += scale d/dlog_theta. */
-void scfm_nb_backward(float *dmu, float *dlog_theta, float *dpi, const float *x, const float *mu,
-                      const float *log_theta, const float *pi, int n, int G, float scale);
+/* With dmu not NULL, the forward also leaves each term's derivatives (one
+ * pass over the logarithms serves the loss and the gradient): dmu[n,G] in
+ * mu, dlt[n,G] in log theta, and with pi dpi[n,G] in pi. scratch:
+ * SCFM_NB_SCRATCH(G) doubles (per-gene terms and tables of the small
+ * counts, a table of log x!). */
+#define SCFM_NB_LOG_FACTORIALS 256
+#define SCFM_NB_SMALL_COUNTS 8
+#define SCFM_NB_SCRATCH(G) ((3 + 2 * SCFM_NB_SMALL_COUNTS) * (size_t)(G) + SCFM_NB_LOG_FACTORIALS)
+void scfm_nb_forward(double *loss, float *dmu, float *dlt, float *dpi, const float *x, const float *mu,
+                     const float *log_theta, const float *pi, int n, int G, double *scratch);
+/* After a forward with derivatives: dmu and dpi (NULL without pi) times
+ * scale in place, and dlog_theta[G] += scale x the sum of dlt over cells. */
+void scfm_nb_backward(float *dmu, float *dpi, float *dlog_theta, const float *dlt, int n, int G, float scale);
 /* -log Poisson(x; mu) (eps 1e-8 in the logarithm); dmu[n,G] = scale d/dmu. */
 void scfm_poisson_forward(double *loss, const float *x, const float *mu, int n, int G);
 void scfm_poisson_backward(float *dmu, const float *x, const float *mu, int n, int G, float scale);
