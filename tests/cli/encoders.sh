@@ -4,8 +4,9 @@
 #  1. every shipped count config (scvi-like, scmae-like, clear-like, linear)
 #     trains 60 steps with its loss falling, and embeds every cell with a
 #     model.latent-wide embedding;
-#  2. scvi-like at np=2 takes the same steps as np=1 on the same global batch
-#     (dropout, latent noise and the KL warm-up keyed by cell and step), and
+#  2. scvi-like and clear-like (negatives from every rank) at np=2 take the
+#     same steps as np=1 on the same global batch (dropout, latent noise,
+#     augmentations and the KL warm-up keyed by cell and step), and
 #     a run resumed from its step-10 checkpoint ends bit for bit as the
 #     uninterrupted one;
 #  3. wrong pairings fail clearly: a transformer on count shards, a count
@@ -65,6 +66,15 @@ paste <(fields one/scvi-like/metrics.jsonl) <(fields two/scvi-like/metrics.jsonl
         exit !(n == 20 && worst < 1e-4) }' || fail "np=2 differs from one process with the same global batch"
 "$tools/compare_weights" one/scvi-like/step_0000020/model.safetensors two/scvi-like/step_0000020/model.safetensors \
     1e-4 || fail "np=2 weights differ from np=1"
+# CLEAR's InfoNCE takes its negatives from every rank's views: the same holds
+OMP_NUM_THREADS=1 "$scfm" train "$src/configs/clear-like.cfg" "${data[@]}" "${base[@]}" --set checkpoint.dir=one \
+    --set train.micro_batch_cells=64 --set train.steps=10 --set train.warmup_steps=2
+OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 "$scfm" train "$src/configs/clear-like.cfg" "${data[@]}" "${base[@]}" \
+    --set checkpoint.dir=two --set train.micro_batch_cells=32 --set train.steps=10 --set train.warmup_steps=2
+paste <(fields one/clear-like/metrics.jsonl) <(fields two/clear-like/metrics.jsonl) | awk '
+  { for (i = 2; i <= 3; i++) { d = $i - $(i + 3); if (d < 0) d = -d; r = d / ($i > 1 ? $i : 1); if (r > worst) worst = r } n++ }
+  END { printf "clear-like np=2 against np=1, %d steps: largest relative difference %.2g\n", n, worst
+        exit !(n == 10 && worst < 1e-4) }' || fail "clear-like np=2 differs from np=1 with the same global batch"
 cp -r one resumed
 rm -r resumed/scvi-like/step_0000020
 printf step_0000010 >resumed/scvi-like/latest
