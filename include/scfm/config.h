@@ -33,6 +33,9 @@ typedef enum { SCFM_COUNTS_LOG1P = 0, SCFM_COUNTS_RAW = 1, SCFM_COUNTS_RANK = 2,
 typedef enum { SCFM_LIK_NB = 0, SCFM_LIK_ZINB = 1, SCFM_LIK_POISSON = 2, SCFM_LIK_MSE = 3 } scfm_likelihood;
 /* Where a count encoder takes the condition one-hot. */
 typedef enum { SCFM_COND_ENCODER = 0, SCFM_COND_DECODER = 1, SCFM_COND_BOTH = 2 } scfm_condition_into;
+/* Where training computes: the CPU kernels, or the CUDA backend (built
+ * where the toolkit is found; not yet wired into training: docs/cuda.md). */
+typedef enum { SCFM_BACKEND_CPU = 0, SCFM_BACKEND_CUDA = 1 } scfm_backend;
 
 typedef struct {
     int vocab_size;          /* 0: taken from the token shards */
@@ -115,6 +118,7 @@ typedef struct {
     double random_token_prob;/* of the selected: replaced by a random gene */
     int threads;             /* 0: OpenMP default */
     int zero1;               /* 1: shard AdamW moments over ranks (ZeRO stage 1) */
+    scfm_backend backend;
     double log_every_seconds;
 } scfm_train_config;
 

@@ -64,6 +64,7 @@ _Static_assert(sizeof(scfm_encoder) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_count_repr) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_likelihood) == sizeof(int), "enum width");
 _Static_assert(sizeof(scfm_condition_into) == sizeof(int), "enum width");
+_Static_assert(sizeof(scfm_backend) == sizeof(int), "enum width");
 
 static const char *const activation_names[] = {"gelu", "relu", NULL};
 static const char *const norm_names[] = {"post", "pre", NULL};
@@ -75,6 +76,7 @@ static const char *const encoder_names[] = {"transformer", "mlp", "linear", NULL
 static const char *const count_repr_names[] = {"log1p", "raw", "rank", "bin", NULL};
 static const char *const likelihood_names[] = {"nb", "zinb", "poisson", "mse", NULL};
 static const char *const condition_into_names[] = {"encoder", "decoder", "both", NULL};
+static const char *const backend_names[] = {"cpu", "cuda", NULL};
 
 static const char *const sections[] = {"data", "model", "train", "checkpoint", "finetune", "objective"};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
@@ -186,6 +188,10 @@ static const key_desc keys[] = {
     INT("train", "zero1", train.zero1, 0, 0, 1, 0,
         "1: ZeRO stage 1, each rank keeps and updates 1/N of the AdamW moments (gradients reduce-scattered, "
         "parameters all-gathered); 0: every rank keeps all"),
+    ENUM("train", "backend", scfm_backend, train.backend, SCFM_BACKEND_CPU, backend_names,
+         "where training computes: the CPU kernels, or the CUDA backend, whose kernels are built where the CUDA "
+         "toolkit is found but are not yet wired into training, so `cuda` stops with a configuration error "
+         "saying what is missing (docs/cuda.md)"),
     INT("train", "threads", train.threads, 0, 0, 1024, 0,
         "OpenMP threads per process; 0 keeps the OpenMP default"),
     FLOAT("train", "log_every_seconds", train.log_every_seconds, 5, 0, 86400, 0,

@@ -18,6 +18,9 @@
 #include "scfm/dist.h"
 #include "scfm/model.h"
 #include "scfm/train.h"
+#ifdef SCFM_HAVE_CUDA
+#include "backend/cuda/device.h"
+#endif
 
 static void write_metrics(FILE *f, const scfm_train_progress *p) {
     fprintf(f,
@@ -452,6 +455,28 @@ static scfm_status make_views(const scfm_config *cfg, const scfm_mask_config *ma
 }
 
 /* What the step optimises, and refusals of what cannot be trained. */
+/* train.backend: the CUDA backend's kernels exist (docs/cuda.md) but the
+ * training loop runs only on the CPU so far, so "cuda" says which of the
+ * missing pieces stops it rather than silently training on the CPU. */
+static scfm_status check_backend(const scfm_config *cfg, scfm_error *err) {
+    if (cfg->train.backend == SCFM_BACKEND_CPU) return SCFM_OK;
+    const char *where = cfg->source[0] ? cfg->source : "config";
+#ifdef SCFM_HAVE_CUDA
+    scfm_error why = {0};
+    if (scfm_cuda_device_count(&why) == 0)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: train.backend \"cuda\": %s", where, why.message);
+    return scfm_fail(err, SCFM_ERR_CONFIG,
+                     "%s: train.backend \"cuda\": training on the CUDA backend is not wired into the training "
+                     "loop yet (its kernels are built and tested on their own, docs/cuda.md); use \"cpu\"",
+                     where);
+#else
+    return scfm_fail(err, SCFM_ERR_CONFIG,
+                     "%s: train.backend \"cuda\": this build of scfm has no CUDA backend (it is built when CMake "
+                     "finds the CUDA toolkit with cuBLAS and NCCL, -DSCFM_CUDA=AUTO or ON; docs/cuda.md)",
+                     where);
+#endif
+}
+
 static scfm_status check_objective(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err) {
     const scfm_objective_config *o = &cfg->objective;
     if (opt->finetune && cfg->model.encoder != SCFM_ENCODER_TRANSFORMER)
@@ -467,7 +492,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     const scfm_train_config *tc = &cfg->train;
     const int rank = scfm_comm_rank(opt->comm), world = scfm_comm_size(opt->comm);
     train_resources r = {0};
-    scfm_status st = SCFM_OK;
+    scfm_status st = check_backend(cfg, err);
+    if (st != SCFM_OK) return st;
     if (cfg->data.shards[0] == '\0')
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: data.shards is not set", cfg->source[0] ? cfg->source : "config");
     if (tc->threads > 0) omp_set_num_threads(tc->threads);

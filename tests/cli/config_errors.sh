@@ -67,6 +67,15 @@ expect 2 "a CONFIG file is required" -- train
 expect 2 "unexpected argument '--bogus'" -- train "$src/configs/tiny.cfg" --bogus
 expect 2 "unknown command 'trian'" -- trian
 expect 1 "no/such/dir: cannot open the shard directory" -- train nodata.cfg
+# train.backend = "cuda" stops before any data is read, saying which of the
+# three holds: a build without the CUDA backend, no device, or a device and
+# a training loop not yet wired to it (docs/cuda.md)
+expect 2 'nodata.cfg: train.backend "cuda": ' -- train nodata.cfg --set train.backend=cuda
+if ! grep -qE "this build of scfm has no CUDA backend|no CUDA device was found|not wired into the training loop yet" err.txt; then
+    echo "FAIL: train.backend=cuda did not say what is missing:"; cat err.txt
+    failures=$((failures + 1))
+fi
+expect 2 "train.backend: 'gpu' is not one of cpu, cuda" -- train nodata.cfg --set train.backend=gpu
 expect 0 "usage: scfm <command>" -- --help
 expect 0 "scfm train CONFIG" -- train --help
 

@@ -1,0 +1,13 @@
+/* CUDA device detection, in libscfm itself when it is built with CUDA
+ * (SCFM_HAVE_CUDA): plain C with no CUDA header, so the configuration check
+ * of train.backend can include it. */
+#ifndef SCFM_BACKEND_CUDA_DEVICE_H
+#define SCFM_BACKEND_CUDA_DEVICE_H
+
+#include "scfm/core.h"
+
+/* Devices the CUDA runtime sees; 0 when there are none, or no driver, or the
+ * runtime fails, with the reason in *why (SCFM_ERR_CONFIG). Never exits. */
+int scfm_cuda_device_count(scfm_error *why);
+
+#endif
