@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "gradcheck.h"
 #include "harness.h"
 #include "scfm/data.h"
 #include "scfm/io.h"
@@ -56,20 +57,9 @@ static void make_batch(scfm_batch *b) {
     }
 }
 
+/* non-zero biases and dispersions */
 static scfm_model *new_model(const scfm_model_config *cfg, const scfm_objective_config *obj) {
-    scfm_model *m = NULL;
-    scfm_error err = {0};
-    CU_ASSERT_EQUAL_FATAL(scfm_model_create(cfg, &m, &err), SCFM_OK);
-    scfm_model_init_weights(m, 3);
-    if (obj) scfm_model_set_objective(m, obj);
-    /* non-zero biases and dispersions */
-    float *p = scfm_model_params(m);
-    for (int k = 0; k < scfm_model_num_tensors(m); k++) {
-        const scfm_tensor_info *ti = scfm_model_tensor(m, k);
-        if (ti->ndim == 1)
-            for (size_t i = 0; i < ti->size; i++) p[ti->offset + i] += 0.3f * (float)sin(1.0 + i + k);
-    }
-    return m;
+    return scfm_gradcheck_model(cfg, obj, 0.3f);
 }
 
 /* The objective the gradient checks use: weights away from 1, a KL warm-up
@@ -102,87 +92,63 @@ static double model_loss(scfm_model *m, const scfm_batch *b, float *dz) {
     return loss / scfm_model_loss_terms(m, b);
 }
 
+static double forward_loss(void *ctx) {
+    const scfm_gradcheck_ctx *c = ctx;
+    return model_loss(c->m, c->b, NULL);
+}
+
 /* Central differences over a sample of every tensor, relative to the
- * tensor's largest gradient (fp32 forward passes). */
-static void check_gradients(const scfm_model_config *cfg, const scfm_objective_config *obj) {
-    scfm_model *m = new_model(cfg, obj);
+ * tensor's largest gradient (fp32 forward passes), for cfg under obj. */
+static void check_gradients(scfm_model_config cfg, scfm_objective_config obj) {
+    scfm_model *m = new_model(&cfg, &obj);
     scfm_model_set_step(m, 2);
     scfm_batch b;
     make_batch(&b);
     float dz[4 * 64];
     model_loss(m, &b, dz);
     scfm_model_zero_grad(m);
-    if (cfg->projection_dim > 0) scfm_model_contrastive_grad(m, dz);
+    if (cfg.projection_dim > 0) scfm_model_contrastive_grad(m, dz);
     scfm_model_backward(m, &b, 1.0f / (float)scfm_model_loss_terms(m, &b));
-    const float *g = scfm_model_grads(m);
-    float *p = scfm_model_params(m);
-    int bad = 0, checked = 0;
-    for (int k = 0; k < scfm_model_num_tensors(m); k++) {
-        const scfm_tensor_info *ti = scfm_model_tensor(m, k);
-        double gmax = 1e-3;
-        for (size_t i = 0; i < ti->size; i++) gmax = fmax(gmax, fabs(g[ti->offset + i]));
-        size_t stride = ti->size > 30 ? ti->size / 30 : 1;
-        for (size_t i = 0; i < ti->size; i += stride) {
-            size_t at = ti->offset + i;
-            float saved = p[at];
-            const float h = 1e-2f;
-            p[at] = saved + h;
-            double up = model_loss(m, &b, NULL);
-            p[at] = saved - h;
-            double down = model_loss(m, &b, NULL);
-            p[at] = saved;
-            double numeric = (up - down) / (2.0 * h);
-            checked++;
-            if (fabs(numeric - g[at]) > 2e-2 * gmax && bad++ < 5)
-                fprintf(stderr, "\n  %s[%zu]: analytic %g numeric %g", ti->name, i, g[at], numeric);
-        }
-    }
-    CU_ASSERT(checked > 50);
-    CU_ASSERT_EQUAL(bad, 0);
+    scfm_gradcheck_ctx ctx = {m, &b, NULL};
+    scfm_gradcheck_result r = scfm_gradcheck(m, forward_loss, &ctx, scfm_model_grads(m), 30, 1e-3, 2e-2);
+    CU_ASSERT(r.checked > 50);
+    CU_ASSERT_EQUAL(r.bad, 0);
     scfm_batch_free(&b);
     scfm_model_free(m);
 }
 
+/* The count models under objective(), each with what it changes of fc_config. */
 static void test_gradients_nb_vae(void) {
-    scfm_model_config cfg = fc_config(SCFM_ENCODER_MLP, SCFM_LIK_NB, 1, 2, SCFM_COND_DECODER);
-    scfm_objective_config o = objective();
-    check_gradients(&cfg, &o);
+    check_gradients(fc_config(SCFM_ENCODER_MLP, SCFM_LIK_NB, 1, 2, SCFM_COND_DECODER), objective());
 }
 
 static void test_gradients_zinb_vae(void) {
-    scfm_model_config cfg = fc_config(SCFM_ENCODER_MLP, SCFM_LIK_ZINB, 1, 2, SCFM_COND_BOTH);
-    scfm_objective_config o = objective();
-    check_gradients(&cfg, &o);
+    check_gradients(fc_config(SCFM_ENCODER_MLP, SCFM_LIK_ZINB, 1, 2, SCFM_COND_BOTH), objective());
 }
 
 static void test_gradients_poisson_ae(void) {
     scfm_model_config cfg = fc_config(SCFM_ENCODER_MLP, SCFM_LIK_POISSON, 0, 3, SCFM_COND_ENCODER);
     cfg.input = SCFM_COUNTS_RAW;
     cfg.fc_layers = 1;
-    scfm_objective_config o = objective();
-    check_gradients(&cfg, &o);
+    check_gradients(cfg, objective());
 }
 
 static void test_gradients_mse(void) {
     scfm_model_config cfg = fc_config(SCFM_ENCODER_MLP, SCFM_LIK_MSE, 1, 0, SCFM_COND_DECODER);
     cfg.fc_layers = 3;
-    scfm_objective_config o = objective();
-    check_gradients(&cfg, &o);
+    check_gradients(cfg, objective());
 }
 
 /* LDVAE-like: linear encoder and decoder, NB. */
 static void test_gradients_linear(void) {
-    scfm_model_config cfg = fc_config(SCFM_ENCODER_LINEAR, SCFM_LIK_NB, 1, 2, SCFM_COND_BOTH);
-    scfm_objective_config o = objective();
-    check_gradients(&cfg, &o);
+    check_gradients(fc_config(SCFM_ENCODER_LINEAR, SCFM_LIK_NB, 1, 2, SCFM_COND_BOTH), objective());
 }
 
 /* scMAE: masked squared error only. */
 static void test_gradients_mae(void) {
-    scfm_model_config cfg = fc_config(SCFM_ENCODER_MLP, SCFM_LIK_MSE, 0, 0, SCFM_COND_DECODER);
     scfm_objective_config o = objective();
     o.mae_mask_prob = 0.4;
-    check_gradients(&cfg, &o);
+    check_gradients(fc_config(SCFM_ENCODER_MLP, SCFM_LIK_MSE, 0, 0, SCFM_COND_DECODER), o);
 }
 
 /* CLEAR: the projection head on the latent mean, augmented inputs, and the
@@ -196,7 +162,7 @@ static void test_gradients_contrastive(void) {
     o.aug_dropout = 0.2;
     o.aug_noise = 0.3;
     o.aug_swap = 0.2;
-    check_gradients(&cfg, &o);
+    check_gradients(cfg, o);
 }
 
 /* ---- the loss kernels alone ---- */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gradcheck.h"
 #include "harness.h"
 #include "scfm/data.h"
 #include "scfm/model.h"
@@ -50,11 +51,6 @@ static double model_loss(scfm_model *m, const scfm_batch *b, int training) {
     return loss / scfm_model_loss_terms(m, b);
 }
 
-/* Central differences over a sample of every tensor, with GELU (ReLU kinks
- * make finite differences unreliable; the ReLU model is checked against
- * PyTorch in test_hf_reference). fp32 forward
- * passes limit the precision, so the check is relative to each tensor's
- * largest gradient. */
 /* Value bins (i*3 + t) % B, 35% of them masked, and conditions for the
  * first and last cell (the middle one left out), for value models. */
 static void add_values(scfm_batch *b, const scfm_model_config *cfg) {
@@ -63,20 +59,20 @@ static void add_values(scfm_batch *b, const scfm_model_config *cfg) {
     CU_ASSERT_FATAL(b->n_value_targets > 1);
 }
 
+static double training_loss(void *ctx) {
+    const scfm_gradcheck_ctx *c = ctx;
+    return model_loss(c->m, c->b, 1);
+}
+
+/* Central differences over a sample of every tensor, with GELU (ReLU kinks
+ * make finite differences unreliable; the ReLU model is checked against
+ * PyTorch in test_hf_reference). fp32 forward
+ * passes limit the precision, so the check is relative to each tensor's
+ * largest gradient. */
 static void check_gradients_objective(const scfm_model_config *config, const scfm_objective_config *obj) {
     scfm_model_config cfg = *config;
-    scfm_model *m = NULL;
-    scfm_error err = {0};
-    CU_ASSERT_EQUAL_FATAL(scfm_model_create(&cfg, &m, &err), SCFM_OK);
-    scfm_model_init_weights(m, 3);
-    if (obj) scfm_model_set_objective(m, obj);
-    float *p = scfm_model_params(m);
     /* non-trivial LayerNorm weights and biases */
-    for (int k = 0; k < scfm_model_num_tensors(m); k++) {
-        const scfm_tensor_info *ti = scfm_model_tensor(m, k);
-        if (ti->ndim == 1)
-            for (size_t i = 0; i < ti->size; i++) p[ti->offset + i] += 0.1f * (float)sin(1.0 + i + k);
-    }
+    scfm_model *m = scfm_gradcheck_model(&cfg, obj, 0.1f);
     scfm_batch b;
     make_batch(&b, cfg.vocab_size);
     CU_ASSERT_FATAL(b.n_targets > 0);
@@ -98,29 +94,9 @@ static void check_gradients_objective(const scfm_model_config *config, const scf
      * errors of the value objectives make the fp32 differences noisier. */
     double floor = 1e-3;
     for (size_t i = 0; i < scfm_model_num_params(m); i++) floor = fmax(floor, 1e-2 * fabs(g[i]));
-    int bad = 0;
-    for (int k = 0; k < scfm_model_num_tensors(m); k++) {
-        const scfm_tensor_info *ti = scfm_model_tensor(m, k);
-        double gmax = floor;
-        for (size_t i = 0; i < ti->size; i++) gmax = fmax(gmax, fabs(g[ti->offset + i]));
-        size_t stride = ti->size > 40 ? ti->size / 40 : 1;
-        for (size_t i = 0; i < ti->size; i += stride) {
-            size_t at = ti->offset + i;
-            float saved = p[at];
-            const float h = 1e-2f;
-            p[at] = saved + h;
-            double up = model_loss(m, &b, 1);
-            p[at] = saved - h;
-            double down = model_loss(m, &b, 1);
-            p[at] = saved;
-            double numeric = (up - down) / (2.0 * h);
-            if (fabs(numeric - g[at]) > 3e-2 * gmax) {
-                if (bad++ < 5)
-                    fprintf(stderr, "\n  %s[%zu]: analytic %g numeric %g", ti->name, i, g[at], numeric);
-            }
-        }
-    }
-    CU_ASSERT_EQUAL(bad, 0);
+    scfm_gradcheck_ctx ctx = {m, &b, NULL};
+    scfm_gradcheck_result r = scfm_gradcheck(m, training_loss, &ctx, g, 40, floor, 3e-2);
+    CU_ASSERT_EQUAL(r.bad, 0);
     scfm_batch_free(&b);
     scfm_model_free(m);
 }
