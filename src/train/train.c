@@ -778,10 +778,12 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
 out_pending:
     free(pending);
 out:
+    /* The loader's producer thread reads the labels and conditions until it
+     * is closed: release first. */
+    release(&r);
     free(facts.conditions);
     scfm_free_strings(facts.condition_names, facts.n_conditions);
     scfm_free_strings(facts.gene_ids, facts.gene_ids ? facts.n_genes : 0);
     validation_free(&val);
-    release(&r);
     return st;
 }
