@@ -3,7 +3,8 @@
 # tokenize --mode counts -> train -> embed -> eval.
 #  1. every shipped count config (scvi-like, scmae-like, clear-like, linear)
 #     trains 60 steps with its loss falling, and embeds every cell with a
-#     model.latent-wide embedding;
+#     model.latent-wide embedding; with the batch into the encoder,
+#     `embed --condition` changes the embedding;
 #  2. scvi-like and clear-like (negatives from every rank) at np=2 take the
 #     same steps as np=1 on the same global batch (dropout, latent noise,
 #     augmentations and the KL warm-up keyed by cell and step), and
@@ -52,6 +53,18 @@ print(f"{c}: loss {first:.2f} -> {last:.2f}, embedding {x.shape}")
 PY
 done
 [[ $(wc -l <smoke/scvi-like/step_0000060/genes.tsv) -eq 500 ]] || fail "genes.tsv does not list the 500 genes"
+# the batch into the encoder too: embedding with a reference batch differs
+# from leaving it out (with the default, the decoder only, it cannot)
+"$scfm" train "$src/configs/scvi-like.cfg" "${data[@]}" --set checkpoint.dir=smoke --set checkpoint.run=both \
+    --set model.condition_into=both --set train.steps=20 --set train.warmup_steps=0
+"$scfm" embed smoke/both atlas.h5ad -o left_out.h5ad --quiet
+"$scfm" embed smoke/both atlas.h5ad -o reference.h5ad --condition batch_0 --quiet
+expect_fail 2 "not a category of obs column 'batch'" "$scfm" embed smoke/both atlas.h5ad -o bad.h5ad --condition x
+python3 - <<'PY' || fail "--condition had no effect on an encoder-conditioned model"
+import h5py, numpy as np
+a, b = (h5py.File(f, "r")["obsm/X_scfm"][:] for f in ("left_out.h5ad", "reference.h5ad"))
+assert a.shape == b.shape == (2000, 10) and np.abs(a - b).max() > 1e-4, np.abs(a - b).max()
+PY
 
 # 2. np=2 against np=1 with the same global batch, and resume
 base=(--set train.steps=20 --set train.log_every_seconds=0 --set checkpoint.every=10)
