@@ -53,6 +53,8 @@ import subprocess
 import sys
 import time
 
+from benchutil import cpu_model
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCVI_VERSION = "1.4.2"  # the newest scvi-tools on PyPI for Python 3.11 (1.4.3+ need 3.12)
@@ -239,17 +241,6 @@ def scfm_eval(scfm, path, key, outdir, env):
 
 
 # ---------------------------------------------------------------- main
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -51,6 +51,8 @@ import subprocess
 import sys
 import time
 
+from benchutil import cpu_model
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TIME = "/usr/bin/time"
@@ -174,14 +176,12 @@ def verify(records, inp):
 
 
 def environment(args, scfm):
-    env = {"cpu": "?", "logical_cpus": os.cpu_count(), "python": platform.python_version(),
+    env = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
     try:
-        with open("/proc/cpuinfo") as f:
-            env["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
         with open("/proc/meminfo") as f:
             env["mem_total_kb"] = int(f.readline().split()[1])
-    except (OSError, StopIteration):
+    except OSError:
         pass
     for mod in ("numpy", "anndata", "h5py", "scipy", "pandas"):
         try:

@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from benchutil import cpu_model
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -72,17 +74,6 @@ def parse_args(argv):
     if a.rounds < 1:
         p.error("--rounds must be >= 1")
     return a
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_json(cmd, env, label):

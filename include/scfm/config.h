@@ -168,6 +168,10 @@ scfm_status scfm_config_validate(const scfm_config *cfg, scfm_error *err);
 scfm_status scfm_config_write(const scfm_config *cfg, const char *path, scfm_error *err);
 void scfm_config_print(const scfm_config *cfg, FILE *out);
 
+/* The name a configuration file gives value of the enum key
+ * "section.key" (e.g. "model.encoder", SCFM_ENCODER_MLP: "mlp"), from the
+ * same table the parser reads; "?" for another key or an out-of-range value. */
+const char *scfm_config_choice(const char *key, int value);
 /* Markdown table of every key (type, default, range, meaning), for docs. */
 void scfm_config_print_reference(FILE *out);
 

@@ -60,7 +60,8 @@ static void print_notes(const char *in, const char *out, const scfm_model *model
     const scfm_model_config *c = scfm_model_get_config(model);
     fprintf(stderr, "scfm import: %s -> %s (%d layers, hidden %d, %d heads, ffn %d, vocabulary %d, %s, positions %s)\n",
             in, out, c->layers, c->hidden, c->heads, c->ffn, c->vocab_size,
-            c->activation == SCFM_ACT_GELU ? "gelu" : "relu", c->position == SCFM_POS_NONE ? "none" : "learned");
+            scfm_config_choice("model.activation", (int)c->activation),
+            scfm_config_choice("model.position", (int)c->position));
     if (n->dtype != SCFM_DTYPE_F32) fprintf(stderr, "  weights widened from %s to F32\n", scfm_dtype_name(n->dtype));
     if (n->pooler_dropped) fprintf(stderr, "  bert.pooler dropped: scfm has no pooler\n");
     if (n->token_type_folded) fprintf(stderr, "  token_type_embeddings row 0 added into the position embeddings\n");

@@ -545,7 +545,7 @@ static void default_run_name(scfm_config *cfg) {
 static scfm_status check_count_encoder(const scfm_config *cfg, const char *loc, scfm_error *err) {
     const scfm_model_config *m = &cfg->model;
     const scfm_objective_config *o = &cfg->objective;
-    const char *name = m->encoder == SCFM_ENCODER_MLP ? "mlp" : "linear";
+    const char *name = scfm_config_choice("model.encoder", (int)m->encoder);
     if (o->value > 0.0 || o->mvc > 0.0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%sobjective.value and objective.mvc need the transformer; "
                          "model.encoder \"%s\" reconstructs the count vector instead (objective.reconstruction)",
@@ -751,6 +751,15 @@ scfm_status scfm_config_write(const scfm_config *cfg, const char *path, scfm_err
         return scfm_fail(err, SCFM_ERR_IO, "%s: cannot write: %s", path, strerror(saved));
     }
     return SCFM_OK;
+}
+
+const char *scfm_config_choice(const char *key, int value) {
+    const char *dot = strchr(key, '.');
+    const key_desc *d = dot ? find_key(key, (size_t)(dot - key), dot + 1, strlen(dot + 1)) : NULL;
+    if (!d || d->type != T_ENUM || value < 0) return "?";
+    for (int k = 0; d->choices[k]; k++)
+        if (k == value) return d->choices[k];
+    return "?";
 }
 
 void scfm_config_print_reference(FILE *out) {

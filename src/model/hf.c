@@ -105,13 +105,13 @@ static void config_json(scfm_strbuf *b, const scfm_model_config *c, const scfm_v
                        "  \"position_embedding_type\": \"absolute\",\n  \"is_decoder\": false,\n"
                        "  \"tie_word_embeddings\": true,\n  \"torch_dtype\": \"float32\",\n",
                        c->vocab_size, c->hidden, c->layers, c->heads, c->ffn,
-                       c->activation == SCFM_ACT_GELU ? "gelu" : "relu", c->dropout, c->attention_dropout, c->max_len,
+                       scfm_config_choice("model.activation", (int)c->activation), c->dropout, c->attention_dropout, c->max_len,
                        c->layer_norm_eps, c->init_std, SCFM_TOKEN_PAD);
     /* What a reader needs to know that BERT's keys cannot say. */
     scfm_strbuf_printf(b,
                        "  \"scfm\": {\n    \"format\": 1,\n    \"norm\": \"post\",\n    \"position\": \"%s\",\n"
                        "    \"zero_tensors\": [\"%s\"%s%s%s],\n",
-                       none ? "none" : "learned", TYPE_EMB, none ? ", \"" : "", none ? POS_EMB : "", none ? "\"" : "");
+                       scfm_config_choice("model.position", (int)c->position), TYPE_EMB, none ? ", \"" : "", none ? POS_EMB : "", none ? "\"" : "");
     if (v) {
         scfm_strbuf_printf(b, "    \"vocab_hash\": \"%016llx\",\n    \"special_tokens\": {", (unsigned long long)v->hash);
         for (int t = 0; t < v->n_special; t++) {
@@ -222,7 +222,7 @@ scfm_status scfm_hf_export(const scfm_model *m, const scfm_vocab *v, const char 
     const scfm_model_config *c = scfm_model_get_config(m);
     if (c->encoder != SCFM_ENCODER_TRANSFORMER)
         return scfm_fail(err, SCFM_ERR_ARG, "only the transformer exports as BertForMaskedLM, not a count encoder "
-                         "(model.encoder \"%s\")", c->encoder == SCFM_ENCODER_MLP ? "mlp" : "linear");
+                         "(model.encoder \"%s\")", scfm_config_choice("model.encoder", (int)c->encoder));
     if (c->norm == SCFM_NORM_PRE)
         return scfm_fail(err, SCFM_ERR_ARG,
                          "a pre-LN model cannot be exported as BertForMaskedLM: BERT normalises after each "

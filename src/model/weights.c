@@ -23,26 +23,24 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
         t[i].data = params + ti->offset;
     }
     const scfm_model_config *c = scfm_model_get_config(m);
-    char values[12][32];
+    char values[7][32];
     snprintf(values[0], 32, "%d", c->vocab_size);
     snprintf(values[1], 32, "%d", c->hidden);
     snprintf(values[2], 32, "%d", c->layers);
     snprintf(values[3], 32, "%d", c->heads);
     snprintf(values[4], 32, "%d", c->ffn);
     snprintf(values[5], 32, "%d", c->max_len);
-    snprintf(values[6], 32, "%s", c->activation == SCFM_ACT_GELU ? "gelu" : "relu");
-    snprintf(values[7], 32, "%s", c->norm == SCFM_NORM_PRE ? "pre" : "post");
-    snprintf(values[8], 32, "%s", c->position == SCFM_POS_LEARNED ? "learned" : "none");
-    snprintf(values[9], 32, "%.17g", c->layer_norm_eps);
+    snprintf(values[6], 32, "%.17g", c->layer_norm_eps);
     const scfm_st_meta meta[] = {
         {"format", "scfm-model"}, {"vocab_size", values[0]}, {"hidden", values[1]},
         {"layers", values[2]},    {"heads", values[3]},      {"ffn", values[4]},
-        {"max_len", values[5]},   {"activation", values[6]}, {"norm", values[7]},
-        {"position", values[8]},  {"layer_norm_eps", values[9]},
+        {"max_len", values[5]},
+        {"activation", scfm_config_choice("model.activation", (int)c->activation)},
+        {"norm", scfm_config_choice("model.norm", (int)c->norm)},
+        {"position", scfm_config_choice("model.position", (int)c->position)},
+        {"layer_norm_eps", values[6]},
     };
     /* A count encoder's shape instead of the transformer's, which it ignores. */
-    static const char *const encoders[] = {"transformer", "mlp", "linear"};
-    static const char *const likelihoods[] = {"nb", "zinb", "poisson", "mse"};
     char fc_values[5][32];
     snprintf(fc_values[0], 32, "%d", c->genes);
     snprintf(fc_values[1], 32, "%d", c->latent);
@@ -50,9 +48,9 @@ scfm_status scfm_model_save(const scfm_model *m, const char *path, scfm_error *e
     snprintf(fc_values[3], 32, "%d", c->fc_layers);
     snprintf(fc_values[4], 32, "%d", c->variational);
     const scfm_st_meta fc_meta[] = {
-        {"format", "scfm-model"},      {"encoder", encoders[c->encoder]}, {"genes", fc_values[0]},
+        {"format", "scfm-model"},      {"encoder", scfm_config_choice("model.encoder", (int)c->encoder)}, {"genes", fc_values[0]},
         {"latent", fc_values[1]},      {"fc_hidden", fc_values[2]},       {"fc_layers", fc_values[3]},
-        {"variational", fc_values[4]}, {"likelihood", likelihoods[c->likelihood]},
+        {"variational", fc_values[4]}, {"likelihood", scfm_config_choice("model.likelihood", (int)c->likelihood)},
     };
     const int fc = c->encoder != SCFM_ENCODER_TRANSFORMER;
     scfm_status st = fc ? scfm_safetensors_write(path, t, n, fc_meta, (int)(sizeof fc_meta / sizeof fc_meta[0]), err)

@@ -19,10 +19,10 @@
 static const char *const checkpoint_files[] = {"model.safetensors", "optimizer.safetensors", "config.cfg",
                                                "metrics.jsonl", SCFM_VOCAB_FILE, SCFM_LABELS_FILE,
                                                SCFM_CONDITIONS_FILE, SCFM_GENES_FILE};
-enum { N_CHECKPOINT_FILES = 8 };
+#define N_CHECKPOINT_FILES (int)(sizeof checkpoint_files / sizeof checkpoint_files[0])
 /* What a training run keeps in its run directory for every checkpoint to carry. */
 static const char *const run_files[] = {"metrics.jsonl", SCFM_LABELS_FILE, SCFM_CONDITIONS_FILE, SCFM_GENES_FILE};
-enum { N_RUN_FILES = 4 };
+#define N_RUN_FILES (int)(sizeof run_files / sizeof run_files[0])
 static const char *const required_files[] = {"model.safetensors", "config.cfg"};
 enum { N_REQUIRED_FILES = 2 };
 

@@ -268,6 +268,30 @@ static int count_cell(infer_state *s, const scfm_cells_chunk *ch, int64_t i, dou
     return n;
 }
 
+/* Cell i of the chunk (global cell `cell`) as the model reads it: its
+ * tokens in s->encoded, with bins in s->encoded_values (value models) or
+ * counts in s->row_counts (count encoders), and its total count in *total.
+ * Returns the number of tokens, or -1 for a cell the model cannot read (no
+ * count; for the transformer, none in the vocabulary's genes either). */
+static int input_cell(infer_state *s, const scfm_cells_chunk *ch, int64_t i, int64_t cell, double *total) {
+    if (s->count_encoder) {
+        /* a cell with counts but none in the gene set is encoded, as count shards keep it */
+        int len = count_cell(s, ch, i, total);
+        return *total > 0.0 ? len : -1;
+    }
+    int n = 0;
+    *total = 0.0;
+    for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++) {
+        *total += ch->values[e];
+        int32_t token = s->gene_token[ch->genes[e]];
+        if (token < 0) continue;
+        s->row_tokens[n] = token;
+        s->row_counts[n++] = ch->values[e];
+    }
+    int len = n > 0 && *total > 0.0 ? tokenize_cell(s, cell, n, *total) : 0;
+    return len > 0 ? len : -1;
+}
+
 /* This rank's cells [lo, hi) of the input, into s->mine (zeros for a cell
  * with no count in the vocabulary's genes). */
 static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_infer_report *report,
@@ -281,38 +305,17 @@ static scfm_status encode_cells(infer_state *s, int64_t lo, int64_t hi, scfm_inf
         const scfm_cells_chunk *ch = &s->chunk;
         int64_t nnz = ch->indptr[i + 1] - ch->indptr[i];
         if (!grow_row(s, nnz + 1)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
-        double total = 0.0;
-        int n = 0;
-        if (s->count_encoder) {
-            /* a cell with counts but none in the gene set is encoded, as count shards keep it */
-            int len = count_cell(s, ch, i, &total);
-            if (total <= 0.0) {
-                report->cells_without_genes++;
-                continue;
-            }
-            if (s->batch.n_tokens + len > budget && (st = encode_batch(s, rows, err)) != SCFM_OK) break;
-            rows[s->batch.n_cells] = (int32_t)i;
-            st = scfm_batch_add_cell(&s->batch, lo + i, s->encoded, len, err);
-            if (st == SCFM_OK) scfm_batch_set_counts(&s->batch, s->row_counts, (float)total);
-            if (st == SCFM_OK) s->batch.conditions[s->batch.n_cells - 1] = s->condition;
-            continue;
-        }
-        for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++) {
-            total += ch->values[e];
-            int32_t token = s->gene_token[ch->genes[e]];
-            if (token < 0) continue;
-            s->row_tokens[n] = token;
-            s->row_counts[n++] = ch->values[e];
-        }
-        int len = n > 0 && total > 0.0 ? tokenize_cell(s, lo + i, n, total) : 0;
-        if (len == 0) {
+        double total;
+        int len = input_cell(s, ch, i, lo + i, &total);
+        if (len < 0) {
             report->cells_without_genes++;
             continue;
         }
         if (s->batch.n_tokens + len > budget && (st = encode_batch(s, rows, err)) != SCFM_OK) break;
         rows[s->batch.n_cells] = (int32_t)i;
         st = scfm_batch_add_cell(&s->batch, lo + i, s->encoded, len, err);
-        if (st == SCFM_OK && s->encoded_values) scfm_batch_set_values(&s->batch, s->encoded_values);
+        if (st == SCFM_OK && s->count_encoder) scfm_batch_set_counts(&s->batch, s->row_counts, (float)total);
+        else if (st == SCFM_OK && s->encoded_values) scfm_batch_set_values(&s->batch, s->encoded_values);
         if (st == SCFM_OK) s->batch.conditions[s->batch.n_cells - 1] = s->condition;
     }
     if (st == SCFM_OK) st = encode_batch(s, rows, err);
@@ -348,16 +351,15 @@ scfm_status scfm_infer(scfm_comm *comm, const char *checkpoint, const char *inpu
     memset(report, 0, sizeof *report);
     scfm_batch_init(&s.batch);
     scfm_status st = load_checkpoint(&s, checkpoint, err);
-    const int count_encoder = st == SCFM_OK && s.count_encoder;
-    if (count_encoder && (opt->layer >= 0 || opt->pool >= 0))
+    if (st == SCFM_OK && s.count_encoder && (opt->layer >= 0 || opt->pool >= 0))
         st = scfm_fail(err, SCFM_ERR_ARG, "--layer and --pool read the transformer's hidden states; the embedding of "
                        "%s (model.encoder \"%s\") is its latent mean", s.step_dir,
-                       s.cfg.model.encoder == SCFM_ENCODER_MLP ? "mlp" : "linear");
-    if (st == SCFM_OK && !count_encoder && opt->layer > s.cfg.model.layers)
+                       scfm_config_choice("model.encoder", (int)s.cfg.model.encoder));
+    if (st == SCFM_OK && !s.count_encoder && opt->layer > s.cfg.model.layers)
         st = scfm_fail(err, SCFM_ERR_ARG, "--layer %d: the model has layers 0 (embeddings) to %d", opt->layer,
                        s.cfg.model.layers);
     const int cls = opt->pool < 0 ? s.cfg.model.pool == SCFM_POOL_CLS : opt->pool == SCFM_POOL_CLS;
-    if (st == SCFM_OK && !count_encoder && !opt->predict && cls && s.vocab->cls < 0)
+    if (st == SCFM_OK && !s.count_encoder && !opt->predict && cls && s.vocab->cls < 0)
         st = scfm_fail(err, SCFM_ERR_ARG, "%s: cls pooling needs a <cls> token, and this vocabulary has none "
                        "(use --pool mean)", s.step_dir);
     if (st == SCFM_OK) st = open_input(&s, input, report, err);

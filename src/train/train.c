@@ -338,7 +338,7 @@ static scfm_status read_gene_set(const scfm_config *cfg, scfm_shards *s, const s
     const int count_shards = strcmp(scfm_shards_mode(s), "counts") == 0;
     if (count_encoder != count_shards)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: model.encoder \"%s\" needs %s, but data.shards (%s) were "
-                         "tokenized in %s mode", src, count_encoder ? (cfg->model.encoder == SCFM_ENCODER_MLP ? "mlp" : "linear") : "transformer",
+                         "tokenized in %s mode", src, scfm_config_choice("model.encoder", (int)cfg->model.encoder),
                          count_encoder ? "count shards (`scfm tokenize --mode counts`)" : "token shards (--mode rank or bin)",
                          cfg->data.shards, scfm_shards_mode(s));
     if (!count_shards) return SCFM_OK;
@@ -454,7 +454,6 @@ static scfm_status make_views(const scfm_config *cfg, const scfm_mask_config *ma
     return st;
 }
 
-/* What the step optimises, and refusals of what cannot be trained. */
 /* train.backend: the CUDA backend's kernels exist (docs/cuda.md) but the
  * training loop runs only on the CPU so far, so "cuda" says which of the
  * missing pieces stops it rather than silently training on the CPU. */
@@ -477,6 +476,7 @@ static scfm_status check_backend(const scfm_config *cfg, scfm_error *err) {
 #endif
 }
 
+/* What the step optimises, and refusals of what cannot be trained. */
 static scfm_status check_objective(const scfm_config *cfg, const scfm_train_options *opt, scfm_error *err) {
     const scfm_objective_config *o = &cfg->objective;
     if (opt->finetune && cfg->model.encoder != SCFM_ENCODER_TRANSFORMER)

@@ -72,11 +72,8 @@ OMP_NUM_THREADS=1 "$scfm" train "$src/configs/scvi-like.cfg" "${data[@]}" "${bas
     --set train.micro_batch_cells=64
 OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 "$scfm" train "$src/configs/scvi-like.cfg" "${data[@]}" "${base[@]}" \
     --set checkpoint.dir=two --set train.micro_batch_cells=32
-fields() { sed -E 's/.*"step": ([0-9]+).*"loss": ([-0-9.e]+).*"grad_norm": ([0-9.e]+).*/\1 \2 \3/' "$1"; }
-paste <(fields one/scvi-like/metrics.jsonl) <(fields two/scvi-like/metrics.jsonl) | awk '
-  { for (i = 2; i <= 3; i++) { d = $i - $(i + 3); if (d < 0) d = -d; r = d / ($i > 1 ? $i : 1); if (r > worst) worst = r } n++ }
-  END { printf "np=2 against np=1, %d steps: largest relative difference of loss and gradient norm %.2g\n", n, worst
-        exit !(n == 20 && worst < 1e-4) }' || fail "np=2 differs from one process with the same global batch"
+same_steps "scvi-like np=2 against np=1" one/scvi-like/metrics.jsonl two/scvi-like/metrics.jsonl 20 1e-4 \
+    loss grad_norm || fail "np=2 differs from one process with the same global batch"
 "$tools/compare_weights" one/scvi-like/step_0000020/model.safetensors two/scvi-like/step_0000020/model.safetensors \
     1e-4 || fail "np=2 weights differ from np=1"
 # CLEAR's InfoNCE takes its negatives from every rank's views: the same holds
@@ -84,10 +81,8 @@ OMP_NUM_THREADS=1 "$scfm" train "$src/configs/clear-like.cfg" "${data[@]}" "${ba
     --set train.micro_batch_cells=64 --set train.steps=10 --set train.warmup_steps=2
 OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 "$scfm" train "$src/configs/clear-like.cfg" "${data[@]}" "${base[@]}" \
     --set checkpoint.dir=two --set train.micro_batch_cells=32 --set train.steps=10 --set train.warmup_steps=2
-paste <(fields one/clear-like/metrics.jsonl) <(fields two/clear-like/metrics.jsonl) | awk '
-  { for (i = 2; i <= 3; i++) { d = $i - $(i + 3); if (d < 0) d = -d; r = d / ($i > 1 ? $i : 1); if (r > worst) worst = r } n++ }
-  END { printf "clear-like np=2 against np=1, %d steps: largest relative difference %.2g\n", n, worst
-        exit !(n == 10 && worst < 1e-4) }' || fail "clear-like np=2 differs from np=1 with the same global batch"
+same_steps "clear-like np=2 against np=1" one/clear-like/metrics.jsonl two/clear-like/metrics.jsonl 10 1e-4 \
+    loss grad_norm || fail "clear-like np=2 differs from np=1 with the same global batch"
 cp -r one resumed
 rm -r resumed/scvi-like/step_0000020
 printf step_0000010 >resumed/scvi-like/latest

@@ -533,6 +533,18 @@ static void test_shipped_configs(void) {
     CU_ASSERT_STRING_EQUAL(cfg.checkpoint.run, "geneformer-v1-6L");
 }
 
+/* Enum values named as a file writes them, from the key table. */
+static void test_choice_names(void) {
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("model.encoder", SCFM_ENCODER_MLP), "mlp");
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("model.likelihood", SCFM_LIK_ZINB), "zinb");
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("model.position", SCFM_POS_NONE), "none");
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("model.activation", SCFM_ACT_GELU), "gelu");
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("model.encoder", 3), "?");
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("model.encoder", -1), "?");
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("model.layers", 0), "?");
+    CU_ASSERT_STRING_EQUAL(scfm_config_choice("encoder", 0), "?");
+}
+
 static void test_reference(void) {
     char *mem = NULL;
     size_t len = 0;
@@ -597,6 +609,7 @@ static CU_TestInfo tests[] = {
     {"write and load round trip", test_write_round_trip},
     {"write error", test_write_error},
     {"shipped configs", test_shipped_configs},
+    {"enum values by name", test_choice_names},
     {"reference table", test_reference},
     CU_TEST_INFO_NULL,
 };

@@ -502,7 +502,13 @@ static void test_interface(void) {
     CU_ASSERT_EQUAL(scfm_model_create(&cfg, &r, &err), SCFM_ERR_ARG);
     CU_ASSERT_PTR_NULL(r);
     cfg.value_bins = 0;
-    /* a cell without a library size is refused */
+    /* a column outside the gene set, and a cell without a library size, are refused */
+    const int32_t column = b.tokens[0];
+    b.tokens[0] = cfg.genes;
+    scfm_error_clear(&err);
+    CU_ASSERT_EQUAL(scfm_model_forward(m, &b, 0, 1, 0, &full, &err), SCFM_ERR_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.message, "outside the"));
+    b.tokens[0] = column;
     b.library[1] = 0.0f;
     CU_ASSERT_EQUAL(scfm_model_forward(m, &b, 0, 1, 0, &full, &err), SCFM_ERR_ARG);
     scfm_batch_free(&b);

@@ -45,12 +45,15 @@ static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
  * product), then Stirling's series, whose first omitted term is below 1e-11
  * there. Two to three times faster than lgamma_r, which dominated the NB
  * loss (docs/performance.md, "Count encoders"). */
+static double stirling(double z, double log_z) {
+    const double f = 1.0 / (z * z);
+    return (z - 0.5) * log_z - z + 0.91893853320467274178 + (1.0 / 12 - f * (1.0 / 360 - f * (1.0 / 1260 - f / 1680))) / z;
+}
+
 static double log_gamma(double z) {
     double shift = 1.0;
     for (; z < 8.0; z += 1.0) shift *= z;
-    const double f = 1.0 / (z * z);
-    const double series = (1.0 / 12 - f * (1.0 / 360 - f * (1.0 / 1260 - f / 1680))) / z;
-    return (z - 0.5) * log(z) - z + 0.91893853320467274178 + series - (shift != 1.0 ? log(shift) : 0.0);
+    return stirling(z, log(z)) - (shift != 1.0 ? log(shift) : 0.0);
 }
 
 /* log Gamma(z) and psi(z) together (z > 0), sharing the recurrence and the
@@ -62,8 +65,7 @@ static void log_gamma_digamma(double z, double *lg, double *dg) {
         back += 1.0 / z;
     }
     const double f = 1.0 / (z * z), log_z = log(z);
-    *lg = (z - 0.5) * log_z - z + 0.91893853320467274178 + (1.0 / 12 - f * (1.0 / 360 - f * (1.0 / 1260 - f / 1680))) / z -
-          (shift != 1.0 ? log(shift) : 0.0);
+    *lg = stirling(z, log_z) - (shift != 1.0 ? log(shift) : 0.0);
     *dg = log_z - 0.5 / z - f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f / 132)))) - back;
 }
 
@@ -74,32 +76,34 @@ static double log_factorial(double x, const double *table) {
     return x < LOG_FACTORIALS && x == floor(x) ? table[(int)x] : log_gamma(x + 1.0);
 }
 
-/* What every count of a gene shares, computed once per call: theta, its
- * logarithm, theta / (theta + eps), and for the small counts that most
+/* What every count of a gene shares, computed once per call, in one block
+ * of doubles per gene: theta, its logarithm, theta / (theta + eps),
+ * log Gamma(theta) and psi(theta), and for the small counts that most
  * entries are, log Gamma(theta + x) - log Gamma(theta) and psi(theta + x) -
  * psi(theta) by the recurrence (one logarithm and one division per step,
  * shared by every cell). */
 #define SMALL_COUNTS SCFM_NB_SMALL_COUNTS
+enum {
+    THETA,
+    LOG_THETA,
+    THETA_RATIO,
+    LOG_GAMMA_THETA,
+    DIGAMMA_THETA,
+    GAMMA_STEP,
+    DIGAMMA_STEP = GAMMA_STEP + SMALL_COUNTS,
+    GENE_TERMS = DIGAMMA_STEP + SMALL_COUNTS
+};
+_Static_assert(GENE_TERMS == SCFM_NB_GENE_TERMS, "cpu.h sizes the scratch by SCFM_NB_GENE_TERMS");
 
-typedef struct {
-    double theta, log_theta, theta_ratio;
-    const double *gamma_step, *digamma_step; /* [SMALL_COUNTS] */
-} nb_gene;
-
-static nb_gene gene_terms(const double *scratch, int G, int j) {
-    const double *tables = scratch + 3 * (size_t)G + (size_t)j * 2 * SMALL_COUNTS;
-    return (nb_gene){scratch[j], scratch[G + j], scratch[2 * G + j], tables, tables + SMALL_COUNTS};
-}
-
-static void fill_gene_terms(double *scratch, int G, int j, double theta) {
-    double *gamma_step = scratch + 3 * (size_t)G + (size_t)j * 2 * SMALL_COUNTS, *digamma_step = gamma_step + SMALL_COUNTS;
-    scratch[j] = theta;
-    scratch[G + j] = log(theta + COUNT_EPS);
-    scratch[2 * G + j] = theta / (theta + COUNT_EPS);
-    gamma_step[0] = digamma_step[0] = 0.0;
+static void fill_gene_terms(double *g, double theta) {
+    g[THETA] = theta;
+    g[LOG_THETA] = log(theta + COUNT_EPS);
+    g[THETA_RATIO] = theta / (theta + COUNT_EPS);
+    log_gamma_digamma(theta, &g[LOG_GAMMA_THETA], &g[DIGAMMA_THETA]);
+    g[GAMMA_STEP] = g[DIGAMMA_STEP] = 0.0;
     for (int x = 1; x < SMALL_COUNTS; x++) {
-        gamma_step[x] = gamma_step[x - 1] + log(theta + x - 1);
-        digamma_step[x] = digamma_step[x - 1] + 1.0 / (theta + x - 1);
+        g[GAMMA_STEP + x] = g[GAMMA_STEP + x - 1] + log(theta + x - 1);
+        g[DIGAMMA_STEP + x] = g[DIGAMMA_STEP + x - 1] + 1.0 / (theta + x - 1);
     }
 }
 
@@ -107,11 +111,11 @@ static void fill_gene_terms(double *scratch, int G, int j, double theta) {
  * derivatives in mu, log theta and the zero-inflation logit pi (zi 0: plain
  * NB, pi unused). A zero count under the plain NB needs no log-gamma: its
  * Gamma terms cancel. */
-static double nb_term(double x, double mu, const nb_gene *g, const double *log_factorials, double pi, int zi,
+static double nb_term(double x, double mu, const double *g, const double *log_factorials, double pi, int zi,
                       double *dmu, double *dlog_theta, double *dpi) {
-    const double theta = g->theta, theta_mu = theta + mu + COUNT_EPS, log_theta_mu = log(theta_mu);
-    const double nb_zero = theta * (g->log_theta - log_theta_mu); /* log NB(0) */
-    const double dzero_dtheta = g->log_theta - log_theta_mu + g->theta_ratio - theta / theta_mu;
+    const double theta = g[THETA], theta_mu = theta + mu + COUNT_EPS, log_theta_mu = log(theta_mu);
+    const double nb_zero = theta * (g[LOG_THETA] - log_theta_mu); /* log NB(0) */
+    const double dzero_dtheta = g[LOG_THETA] - log_theta_mu + g[THETA_RATIO] - theta / theta_mu;
     if (zi && x < COUNT_EPS) {
         /* log(sigmoid(pi) + (1 - sigmoid(pi)) NB(0)) = softplus(-pi + log NB(0)) - softplus(-pi) */
         const double a = -pi + nb_zero;
@@ -126,14 +130,12 @@ static double nb_term(double x, double mu, const nb_gene *g, const double *log_f
     double ll = nb_zero, lg = 0.0, dg = 0.0; /* log Gamma(x + theta) - log Gamma(theta), psi likewise */
     if (x >= COUNT_EPS) {
         if (x < SMALL_COUNTS && x == floor(x)) {
-            lg = g->gamma_step[(int)x];
-            dg = g->digamma_step[(int)x];
+            lg = g[GAMMA_STEP + (int)x];
+            dg = g[DIGAMMA_STEP + (int)x];
         } else {
             log_gamma_digamma(x + theta, &lg, &dg);
-            double lg0, dg0;
-            log_gamma_digamma(theta, &lg0, &dg0);
-            lg -= lg0;
-            dg -= dg0;
+            lg -= g[LOG_GAMMA_THETA];
+            dg -= g[DIGAMMA_THETA];
         }
         ll += x * (log(mu + COUNT_EPS) - log_theta_mu) + lg - log_factorial(x, log_factorials);
     }
@@ -149,8 +151,8 @@ static double nb_term(double x, double mu, const nb_gene *g, const double *log_f
 void scfm_nb_forward(double *loss, float *dmu, float *dlt, float *dpi, const float *x, const float *mu,
                      const float *log_theta, const float *pi, int n, int G, double *scratch) {
 #pragma omp parallel for schedule(static)
-    for (int j = 0; j < G; j++) fill_gene_terms(scratch, G, j, exp(log_theta[j]));
-    double *log_factorials = scratch + (3 + 2 * SMALL_COUNTS) * (size_t)G;
+    for (int j = 0; j < G; j++) fill_gene_terms(scratch + (size_t)j * GENE_TERMS, exp(log_theta[j]));
+    double *log_factorials = scratch + (size_t)G * GENE_TERMS;
     for (int k = 0; k < LOG_FACTORIALS; k++) log_factorials[k] = log_gamma(k + 1.0);
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < n; c++) {
@@ -158,8 +160,7 @@ void scfm_nb_forward(double *loss, float *dmu, float *dlt, float *dpi, const flo
         double sum = 0.0, dm = 0.0, dt = 0.0, dp = 0.0;
         for (int j = 0; j < G; j++) {
             const size_t at = row + j;
-            const nb_gene g = gene_terms(scratch, G, j);
-            sum += nb_term(x[at], mu[at], &g, log_factorials, pi ? pi[at] : 0.0, pi != NULL, dmu ? &dm : NULL, &dt, &dp);
+            sum += nb_term(x[at], mu[at], scratch + (size_t)j * GENE_TERMS, log_factorials, pi ? pi[at] : 0.0, pi != NULL, dmu ? &dm : NULL, &dt, &dp);
             if (!dmu) continue;
             dmu[at] = (float)dm;
             dlt[at] = (float)dt;

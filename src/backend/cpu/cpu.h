@@ -130,7 +130,8 @@ void scfm_count_mean_backward(float *dlogits, const float *dmu, const float *mu,
  * counts, a table of log x!). */
 #define SCFM_NB_LOG_FACTORIALS 256
 #define SCFM_NB_SMALL_COUNTS 8
-#define SCFM_NB_SCRATCH(G) ((3 + 2 * SCFM_NB_SMALL_COUNTS) * (size_t)(G) + SCFM_NB_LOG_FACTORIALS)
+#define SCFM_NB_GENE_TERMS (5 + 2 * SCFM_NB_SMALL_COUNTS)
+#define SCFM_NB_SCRATCH(G) (SCFM_NB_GENE_TERMS * (size_t)(G) + SCFM_NB_LOG_FACTORIALS)
 void scfm_nb_forward(double *loss, float *dmu, float *dlt, float *dpi, const float *x, const float *mu,
                      const float *log_theta, const float *pi, int n, int G, double *scratch);
 /* After a forward with derivatives: dmu and dpi (NULL without pi) times

@@ -2,7 +2,26 @@
 #   fail MESSAGE...                  ends the test with "FAIL: MESSAGE"
 #   expect_fail CODE PATTERN CMD...  runs CMD, which must exit with CODE (`any`:
 #                                    any but 0) and print PATTERN (a grep pattern)
+#   same_steps WHAT A B STEPS TOL KEY...
+#                                    the metrics.jsonl files A and B hold STEPS
+#                                    steps each whose KEYs (loss, grad_norm, ...)
+#                                    agree within TOL, relative to values above 1
+#                                    (absolute below); prints the largest
+#                                    difference after WHAT (needs python3)
 fail() { echo "FAIL: $*"; exit 1; }
+
+same_steps() {
+    local what=$1 a=$2 b=$3 steps=$4 tol=$5
+    shift 5
+    python3 - "$what" "$a" "$b" "$steps" "$tol" "$@" <<'PY'
+import json, sys
+what, a, b, steps, tol, keys = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6:]
+runs = [[json.loads(line) for line in open(path)] for path in (a, b)]
+worst = max((abs(x[k] - y[k]) / max(abs(x[k]), 1.0) for x, y in zip(*runs) for k in keys), default=0.0)
+print(f"{what}, {len(runs[0])} steps: largest relative difference of {', '.join(keys)} {worst:.2g}")
+sys.exit(0 if len(runs[0]) == len(runs[1]) == steps and worst < tol else 1)
+PY
+}
 
 expect_fail() {
     local code=$1 pattern=$2
