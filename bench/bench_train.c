@@ -3,7 +3,7 @@
  *
  *   bench_train CONFIG --cells-per-batch B --cell-len L --vocab V
  *               --steps S --warmup W [--set section.key=value]...
- *               [--sgemm-reps R] [--no-sgemm] [--print-config]
+ *               [--sgemm-reps R] [--no-sgemm] [--print-config] [--cuda]
  *
  * Loads CONFIG (scfm_config_load, then the --set overrides), sets
  * model.vocab_size = V and model.max_len >= L, builds B cells of L random gene
@@ -23,6 +23,12 @@
  * model/train settings as JSON and exits (train_vs_pytorch.py and
  * pytorch_train.py use it so that PyTorch runs the very same configuration).
  *
+ * --cuda runs the same steps on the CUDA backend (train.backend "cuda",
+ * through the trainer interface scfm train uses: masked genes only), with
+ * the device synchronised at the end of forward, backward and the update
+ * so that the parts are timed; no sgemm reference (the PyTorch side
+ * measures the GPU's matrix-product rate).
+ *
  * Threads: OMP_NUM_THREADS from the environment (2 when unset). OpenBLAS
  * reads OPENBLAS_CORETYPE when it loads; the value is reported. */
 #include <cblas.h>
@@ -38,13 +44,14 @@
 #include "scfm/data.h"
 #include "scfm/model.h"
 #include "scfm/train.h"
+#include "train/device.h"
 
 #define MAX_SETS 64
 
 typedef struct {
     const char *config;
     int cells, cell_len, vocab, steps, warmup, sgemm_reps;
-    int no_sgemm, print_config;
+    int no_sgemm, print_config, cuda;
     const char *sets[MAX_SETS];
     int n_sets;
 } options;
@@ -53,7 +60,7 @@ static void usage(FILE *out) {
     fputs("usage: bench_train CONFIG --cells-per-batch B --cell-len L --vocab V --steps S "
           "--warmup W\n"
           "                   [--set section.key=value]... [--sgemm-reps R] [--no-sgemm] "
-          "[--print-config]\n",
+          "[--print-config] [--cuda]\n",
           out);
 }
 
@@ -88,6 +95,9 @@ static int parse_args(int argc, char **argv, options *o) {
             continue;
         } else if (strcmp(a, "--print-config") == 0) {
             o->print_config = 1;
+            continue;
+        } else if (strcmp(a, "--cuda") == 0) {
+            o->cuda = o->no_sgemm = 1;
             continue;
         } else if (a[0] == '-' && a[1] == '-') {
             if (!v) {
@@ -317,6 +327,22 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    /* --cuda: the model's copy on the device */
+    const scfm_device_ops *dev = NULL;
+    scfm_device_trainer *gpu = NULL;
+    scfm_comm *comm = NULL;
+    if (o.cuda) {
+        scfm_status st = contrastive || bins > 0
+                             ? scfm_fail(&err, SCFM_ERR_CONFIG, "--cuda runs the masked-gene objective only")
+                             : scfm_comm_init(&argc, &argv, &comm, &err);
+        if (st == SCFM_OK) st = scfm_device_ops_load(&dev, &err);
+        if (st == SCFM_OK) st = dev->create(comm, model, &gpu, &err);
+        if (st == SCFM_OK) st = dev->upload(gpu, scfm_model_params(model), NULL, NULL, &err);
+        if (st != SCFM_OK) {
+            fprintf(stderr, "bench_train: %s\n", err.message);
+            return 1;
+        }
+    }
     const int terms = scfm_model_loss_terms(model, &batch);
     const float loss_scale = terms > 0 ? 1.0f / (float)terms : 0.0f;
     const int n_views = batch.n_cells, P = cfg.model.projection_dim;
@@ -329,7 +355,33 @@ int main(int argc, char **argv) {
         return 1;
     }
     float *grads = scfm_model_grads(model);
-    for (int s = 0; s < total; s++) {
+    for (int s = 0; gpu && s < total; s++) {
+        double loss_sum = 0.0, norm = 0.0, t0 = scfm_now(), t1 = 0.0, t2 = 0.0;
+        scfm_status st = dev->zero_grad(gpu, &err);
+        if (st == SCFM_OK) st = dev->forward(gpu, &batch, (uint64_t)tc->seed, (uint32_t)s, loss_scale, &loss_sum, &err);
+        t1 = scfm_now();
+        if (st == SCFM_OK) st = dev->backward(gpu, &batch, 0, &err);
+        if (st == SCFM_OK) st = dev->download(gpu, NULL, NULL, NULL, &err); /* waits for the device */
+        t2 = scfm_now();
+        if (st == SCFM_OK) st = dev->reduce(gpu, &err);
+        if (st == SCFM_OK) st = dev->grad_norm(gpu, &norm, &err);
+        const float clip = tc->clip_norm > 0.0 && norm > tc->clip_norm ? (float)(tc->clip_norm / norm) : 1.0f;
+        if (st == SCFM_OK) st = dev->update(gpu, clip, s + 1, tc->lr, tc, 0, &err);
+        if (st == SCFM_OK) st = dev->download(gpu, NULL, NULL, NULL, &err);
+        if (st != SCFM_OK) {
+            fprintf(stderr, "bench_train: step %d: %s\n", s, err.message);
+            return 1;
+        }
+        const double t3 = scfm_now();
+        step_s[s] = t3 - t0;
+        fwd_s[s] = t1 - t0;
+        bwd_s[s] = t2 - t1;
+        opt_s[s] = t3 - t2;
+        losses[s] = terms > 0 ? loss_sum / terms : 0.0;
+        fprintf(stderr, "bench_train: step %d/%d%s on the GPU: %.4f s, loss %.4f\n", s + 1, total,
+                s < o.warmup ? " (warm-up)" : "", step_s[s], losses[s]);
+    }
+    for (int s = 0; !gpu && s < total; s++) {
         double t0 = scfm_now();
         scfm_model_zero_grad(model);
         double loss_sum = 0.0;
@@ -414,7 +466,9 @@ int main(int argc, char **argv) {
                "\"sgemm_gflops\": %.3f, \"fraction_of_sgemm\": %.4f, ",
                lin.m, lin.n, lin.k, lin.gflops, sq.m, sq.n, sq.k, sq.gflops, sq.gflops,
                model_gflops / sq.gflops);
-    printf("\"loss_first\": %.6f, \"loss_last\": %.6f}\n", losses[0], losses[total - 1]);
+    printf("\"device\": ");
+    print_json_string(gpu ? dev->describe(gpu) : "cpu");
+    printf(", \"loss_first\": %.6f, \"loss_last\": %.6f}\n", losses[0], losses[total - 1]);
     fflush(stdout);
 
     free(sim);
@@ -427,6 +481,8 @@ int main(int argc, char **argv) {
     free(losses);
     scfm_free(adam_m);
     scfm_free(adam_v);
+    if (gpu) dev->destroy(gpu);
+    if (comm) scfm_comm_finalize(comm);
     scfm_model_free(model);
     scfm_batch_free(&batch);
     return 0;

@@ -5,7 +5,7 @@ bench_train (bench/bench_train.c), with transformers.BertForMaskedLM.
     pytorch_train.py CONFIG --bench-train BUILD/bench/bench_train \
         --cells-per-batch B --cell-len L --vocab V --steps S --warmup W \
         [--set section.key=value]... [--attn default|eager|sdpa] \
-        [--head masked|full] [--threads N]
+        [--head masked|full] [--threads N] [--device cpu|cuda] [--bf16]
 
 The model and optimiser settings are not parsed here: bench_train
 --print-config resolves CONFIG (defaults, file, --set overrides, vocab,
@@ -39,6 +39,12 @@ the loss is (mlm x MLM terms + value x value terms) / their number.
 at the masked positions, which is what scfm does; --head full runs the stock
 BertForMaskedLM forward with labels (logits at every position, about
 (T/N) = 6.7x more head work). Prints one line of JSON.
+
+--device cuda runs on the GPU (model and batch moved there, fused AdamW,
+torch.cuda.synchronize() before every clock reading); --bf16 runs forward
+and loss under torch.autocast(dtype=torch.bfloat16) with fp32 master
+weights, which is how today's PyTorch stacks train, and makes the
+matrix-product reference a bf16 one.
 """
 import argparse
 import json
@@ -66,6 +72,8 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads; default OMP_NUM_THREADS or 2")
     p.add_argument("--data-seed", type=int, default=12345)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for forward and loss")
     p.add_argument("--no-mm-reference", dest="mm_reference", action="store_false",
                    help="skip the torch.mm GFLOP/s reference")
     return p.parse_args(argv)
@@ -123,7 +131,10 @@ def main(argv):
     if a.attn != "default":
         kwargs["attn_implementation"] = a.attn
     cfg = BertConfig(**kwargs)
-    model = BertForMaskedLM(cfg)
+    dev = torch.device(a.device)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("pytorch_train.py: --device cuda, but torch sees no CUDA device")
+    model = BertForMaskedLM(cfg).to(dev)
     model.train()
     attn_impl = getattr(model.config, "_attn_implementation", None) or "unknown"
 
@@ -153,15 +164,17 @@ def main(argv):
             sys.exit("pytorch_train.py: the value case has no MVC and no contrastive loss")
         values = rng.integers(0, bins, size=(B, L), dtype=np.int64)
         value_masked = rng.random((B, L)) < s["value_mask_prob"]
-        value_target = torch.from_numpy(values[value_masked])
-        value_pos = torch.from_numpy(np.flatnonzero(value_masked))
+        value_target = torch.from_numpy(values[value_masked]).to(dev)
+        value_pos = torch.from_numpy(np.flatnonzero(value_masked)).to(dev)
         values[value_masked] = bins
-        values_t = torch.from_numpy(values)
+        values_t = torch.from_numpy(values).to(dev)
         value_embeddings = torch.nn.Embedding(bins + 1, s["hidden"])
         torch.nn.init.normal_(value_embeddings.weight, std=s["init_std"])
         value_head = torch.nn.Linear(s["hidden"], bins)
-    input_ids = torch.from_numpy(ids)
-    labels_t = torch.from_numpy(labels)
+        value_embeddings.to(dev)
+        value_head.to(dev)
+    input_ids = torch.from_numpy(ids).to(dev)
+    labels_t = torch.from_numpy(labels).to(dev)
     flat_labels = labels_t.view(-1)
     target_pos = (flat_labels != -100).nonzero(as_tuple=True)[0]
     target_lab = flat_labels[target_pos]
@@ -175,22 +188,31 @@ def main(argv):
     if contrastive:
         P = s["projection_dim"]
         act = torch.nn.GELU() if s["activation"] == "gelu" else torch.nn.ReLU()
-        projection = torch.nn.Sequential(torch.nn.Linear(s["hidden"], P), act, torch.nn.Linear(P, P))
-        log_tau = torch.nn.Parameter(torch.tensor(float(np.log(s["temperature"]))),
+        projection = torch.nn.Sequential(torch.nn.Linear(s["hidden"], P), act, torch.nn.Linear(P, P)).to(dev)
+        log_tau = torch.nn.Parameter(torch.tensor(float(np.log(s["temperature"])), device=dev),
                                      requires_grad=bool(s["learn_temperature"]))
         params += list(projection.parameters()) + ([log_tau] if s["learn_temperature"] else [])
-        pair = torch.arange(B) ^ 1
-        diagonal = torch.eye(B, dtype=torch.bool)
+        pair = (torch.arange(B) ^ 1).to(dev)
+        diagonal = torch.eye(B, dtype=torch.bool, device=dev)
     decay, no_decay = [], []
     for p in params:  # deduplicated: the decoder weight is the word embedding
         (decay if p.dim() >= 2 else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["adam_eps"])
+                            lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["adam_eps"],
+                            fused=a.device == "cuda")
     clip = s["clip_norm"] if s["clip_norm"] > 0 else float("inf")
     C = s["hidden"]
 
+    def sync():
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+
     def forward():
+        with torch.autocast(device_type=a.device, dtype=torch.bfloat16, enabled=a.bf16):
+            return forward_in_precision()
+
+    def forward_in_precision():
         if a.head == "full":
             return model(input_ids=input_ids, labels=labels_t).loss
         if bins > 0:
@@ -217,14 +239,18 @@ def main(argv):
     total = a.warmup + a.steps
     step_s, fwd_s, bwd_s, opt_s, losses = [], [], [], [], []
     for i in range(total):
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = forward()
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
+        sync()
         t3 = time.perf_counter()
         step_s.append(t3 - t0)
         fwd_s.append(t1 - t0)
@@ -236,19 +262,25 @@ def main(argv):
               file=sys.stderr, flush=True)
 
     # PyTorch's own matrix-product rate in the same process (its BLAS, not
-    # OpenBLAS): C[M,N] = A[M,K] B[N,K]^T, median of 5 after one untimed call.
+    # OpenBLAS; cuBLAS on the GPU, in bf16 with --bf16): C[M,N] = A[M,K]
+    # B[N,K]^T, median of 5 after one untimed call.
+    mm_dtype = torch.bfloat16 if a.bf16 else torch.float32
+
     def mm_gflops(m, n, k):
-        x, w = torch.randn(m, k), torch.randn(n, k)
+        x, w = torch.randn(m, k, device=dev, dtype=mm_dtype), torch.randn(n, k, device=dev, dtype=mm_dtype)
         torch.mm(x, w.t())
         ts = []
         for _ in range(5):
+            sync()
             t = time.perf_counter()
             torch.mm(x, w.t())
+            sync()
             ts.append(time.perf_counter() - t)
         return 2.0 * m * n * k / statistics.median(ts) / 1e9
 
     with torch.no_grad():
-        mm_square = mm_gflops(2048, 2048, 2048) if a.mm_reference else None
+        square = 8192 if a.device == "cuda" else 2048
+        mm_square = mm_gflops(square, square, square) if a.mm_reference else None
         mm_linear = mm_gflops(B * L, s["hidden"], s["hidden"]) if a.mm_reference else None
 
     timed = step_s[a.warmup:]
@@ -263,6 +295,8 @@ def main(argv):
         "value_targets_per_step": value_rows,
         "params": sum(p.numel() for p in params), "threads": threads,
         "torch_version": torch.__version__, "transformers_version": transformers.__version__,
+        "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "bf16": a.bf16,
+        "mm_square_size": square if a.mm_reference else None,
         "attn_implementation": attn_impl, "head": a.head,
         "warmup": a.warmup, "steps": a.steps,
         "tokens_per_s": T / med, "step_s": med, "step_s_min": min(timed),

@@ -3,6 +3,7 @@ r"""Training tokens/s of scfm against PyTorch doing the same work, side by side.
 
     OPENBLAS_CORETYPE=Haswell python3 bench/train_vs_pytorch.py \
         --build build-bench [--rounds 3] [--threads 2] [--json out.json]
+    python3 bench/train_vs_pytorch.py --build build --cuda [--rounds 3]
 
 Builds nothing: runs BUILD/bench/bench_train (scfm) and bench/pytorch_train.py
 (transformers.BertForMaskedLM, same configuration, threads, cells and batch)
@@ -20,6 +21,15 @@ contrastive (configs/contrastive.cfg, 32 cells x 128 tokens as two views each),
 with model.attention_dropout=0, see CASES), vocabulary 25426 (Geneformer V1).
 OMP_NUM_THREADS is set to --threads for both; OPENBLAS_CORETYPE is kept from
 the environment, or set to Haswell when unset (these machines need it).
+
+--cuda compares on the GPU (docs/cuda.md): bench_train --cuda (bf16 Linear
+layers, fp32 master weights) against pytorch_train.py --device cuda --bf16
+(BertForMaskedLM under bf16 autocast, SDPA attention, fused AdamW), cases
+6L-gpu (geneformer-v1-6L, 12 cells x 2048 tokens, its configured batch) and
+12L-512-gpu (12 layers, hidden 512, 8 heads, FFN 2048, same batch). The
+table adds model FLOP utilisation against torch.mm's bf16 rate measured in
+the PyTorch process (8192^3) and against the GPU's nominal dense bf16 peak
+(NOMINAL_BF16_TFLOPS, by device name).
 """
 import argparse
 import json
@@ -49,8 +59,21 @@ CASES = [
     # masked genes + contrastive (configs/contrastive.cfg): 32 cells of 128
     # genes become 64 views of about 64 tokens
     ("contrastive", "configs/contrastive.cfg", 32, 128, 5, 20, []),
+    ("geneformer-v1-6L (GPU)", "configs/geneformer-v1-6L.cfg", 12, 2048, 2, 5, []),
+    ("12 layers, hidden 512 (GPU)", "configs/geneformer-v1-6L.cfg", 12, 2048, 2, 5,
+     ["model.layers=12", "model.hidden=512", "model.heads=8", "model.ffn=2048"]),
 ]
-CASE_KEYS = {"tiny": 0, "6L": 1, "6L-noattndrop": 2, "contrastive": 3}
+CASE_KEYS = {"tiny": 0, "6L": 1, "6L-noattndrop": 2, "contrastive": 3, "6L-gpu": 4, "12L-512-gpu": 5}
+CPU_CASES, GPU_CASES = "tiny,6L,6L-noattndrop,contrastive", "6L-gpu,12L-512-gpu"
+# Dense bf16 tensor-core peaks from the vendor's data sheets, TFLOP/s.
+NOMINAL_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0)]
+
+
+def nominal_peak(device):
+    for name, tflops in NOMINAL_BF16_TFLOPS:
+        if name in device:
+            return tflops
+    return None
 
 
 def parse_args(argv):
@@ -59,9 +82,9 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vocab", type=int, default=25426)
-    p.add_argument("--cases", default=",".join(CASE_KEYS),
-                   help="comma-separated subset of: %s (tiny, geneformer-v1-6L, and "
-                   "geneformer-v1-6L with model.attention_dropout=0)" % ", ".join(CASE_KEYS))
+    p.add_argument("--cases", help="comma-separated subset of: %s (default: %s; with --cuda: %s)"
+                   % (", ".join(CASE_KEYS), CPU_CASES, GPU_CASES))
+    p.add_argument("--cuda", action="store_true", help="compare on the GPU (bf16)")
     p.add_argument("--steps", type=int, help="timed steps of every case (default: per case)")
     p.add_argument("--warmup", type=int, help="warm-up steps of every case (default: per case)")
     p.add_argument("--attn", choices=["default", "eager", "sdpa"], default="default",
@@ -73,6 +96,10 @@ def parse_args(argv):
     a = p.parse_args(argv)
     if a.rounds < 1:
         p.error("--rounds must be >= 1")
+    if a.cases is None:
+        a.cases = GPU_CASES if a.cuda else CPU_CASES
+    if a.cuda and a.attn == "default":
+        a.attn = "sdpa"
     return a
 
 
@@ -130,9 +157,10 @@ def main(argv):
             common += ["--set", kv]
         settings = subprocess.run([bench] + common + ["--print-config"], env=env, check=True,
                                   capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        scfm_cmd = [bench] + common
+        scfm_cmd = [bench] + common + (["--cuda"] if a.cuda else [])
         torch_cmd = [a.python, os.path.join(HERE, "pytorch_train.py")] + common + [
-            "--model-json", settings, "--attn", a.attn, "--threads", str(a.threads)]
+            "--model-json", settings, "--attn", a.attn, "--threads", str(a.threads)] + (
+            ["--device", "cuda", "--bf16"] if a.cuda else [])
         runs = {"scfm": [], "pytorch": [], "pytorch_full_head": []}
         print("%s: %d cells x %d tokens, %d warm-up + %d timed steps, %d rounds"
               % (case, cells, length, warmup, steps, a.rounds), file=sys.stderr, flush=True)
@@ -154,13 +182,14 @@ def main(argv):
                                 for x, y in zip(runs["scfm"], runs["pytorch"])],
             "scfm_gflops": statistics.median(x["model_gflops"] for x in runs["scfm"]),
             "pytorch_gflops": statistics.median(x["model_gflops"] for x in runs["pytorch"]),
-            "sgemm_gflops": statistics.median(x["sgemm"]["square"]["gflops"] for x in runs["scfm"]),
-            "sgemm_linear_gflops": statistics.median(x["sgemm"]["linear"]["gflops"] for x in runs["scfm"]),
-            "sgemm_linear_shape": [runs["scfm"][0]["sgemm"]["linear"][k] for k in "mnk"],
             "runs": runs,
         }
         row["median_round_ratio"] = statistics.median(row["ratio_per_round"])
-        row["pct_of_sgemm"] = 100.0 * row["scfm_gflops"] / row["sgemm_gflops"]
+        if not a.cuda:
+            row["sgemm_gflops"] = statistics.median(x["sgemm"]["square"]["gflops"] for x in runs["scfm"])
+            row["sgemm_linear_gflops"] = statistics.median(x["sgemm"]["linear"]["gflops"] for x in runs["scfm"])
+            row["sgemm_linear_shape"] = [runs["scfm"][0]["sgemm"]["linear"][k] for k in "mnk"]
+            row["pct_of_sgemm"] = 100.0 * row["scfm_gflops"] / row["sgemm_gflops"]
         for impl in ("scfm", "pytorch"):
             for phase in ("forward_s", "backward_s", "optimizer_s", "step_s"):
                 row["%s_%s" % (impl, phase)] = statistics.median(x[phase] for x in runs[impl])
@@ -169,8 +198,58 @@ def main(argv):
         if a.also_full_head:
             row["pytorch_full_head_tokens_per_s"] = statistics.median(
                 x["tokens_per_s"] for x in runs["pytorch_full_head"])
+        if a.cuda:
+            row["device"] = runs["scfm"][0]["device"]
+            row["nominal_bf16_tflops"] = nominal_peak(runs["pytorch"][0]["device"])
         results.append(row)
 
+    if a.cuda:
+        print_gpu_table(a, environment, results)
+    else:
+        print_cpu_table(a, env, environment, results)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"environment": environment, "results": results}, f, indent=1)
+        print("\nwrote %s" % a.json)
+
+
+def percent(x, of):
+    return "%.1f%%" % (100.0 * x / of) if x and of else "-"
+
+
+def print_gpu_table(a, environment, results):
+    print()
+    print("GPU: %s; torch %s, transformers %s (attention %s, bf16 autocast, fused AdamW); %d rounds, median"
+          % (results[0]["device"] if results else "?", environment["torch"], environment["transformers"],
+             a.attn, a.rounds))
+    print()
+    header = ["config", "cells x len", "scfm tok/s", "PyTorch tok/s", "ratio", "per-round ratios",
+              "scfm TFLOP/s", "PyTorch TFLOP/s", "torch.mm bf16 TFLOP/s", "scfm MFU (of mm / of nominal)",
+              "PyTorch MFU (of mm / of nominal)"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in results:
+        mm = r["torch_mm_gflops"] / 1e3 if r["torch_mm_gflops"] else None
+        peak = r["nominal_bf16_tflops"]
+        s_tf, p_tf = r["scfm_gflops"] / 1e3, r["pytorch_gflops"] / 1e3
+        cells = [r["case"], "%d x %d" % (r["cells_per_batch"], r["cell_len"]),
+                 "%.0f" % r["scfm_tokens_per_s"], "%.0f" % r["pytorch_tokens_per_s"], "%.2fx" % r["ratio"],
+                 " ".join("%.2f" % x for x in r["ratio_per_round"]), "%.1f" % s_tf, "%.1f" % p_tf,
+                 "%.1f" % mm if mm else "-", "%s / %s" % (percent(s_tf, mm), percent(s_tf, peak)),
+                 "%s / %s" % (percent(p_tf, mm), percent(p_tf, peak))]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print("TFLOP/s: model FLOPs per step / median step time, the same count on both sides "
+          "(scfm_model_flops: the matrix products and attention's 4 L^2 C per layer and cell, "
+          "x3 with backward).")
+    print("Step breakdown (median seconds): forward / backward / clip+AdamW")
+    for r in results:
+        print("  %-38s scfm %.4f / %.4f / %.4f   PyTorch %.4f / %.4f / %.4f"
+              % (r["case"], r["scfm_forward_s"], r["scfm_backward_s"], r["scfm_optimizer_s"],
+                 r["pytorch_forward_s"], r["pytorch_backward_s"], r["pytorch_optimizer_s"]))
+
+
+def print_cpu_table(a, env, environment, results):
     env_line = ("CPU: %s (%s logical CPUs); threads %d (OMP_NUM_THREADS=%s, torch.set_num_threads(%d)); "
                 "OPENBLAS_CORETYPE=%s (OpenBLAS core %s); torch %s, transformers %s (attention %s); "
                 "%d rounds, median" % (
@@ -213,10 +292,6 @@ def main(argv):
                  r["pytorch_forward_s"], r["pytorch_backward_s"], r["pytorch_optimizer_s"],
                  *r["sgemm_linear_shape"], r["sgemm_linear_gflops"],
                  "%.1f" % r["torch_mm_gflops"] if r["torch_mm_gflops"] else "-"))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"environment": environment, "results": results}, f, indent=1)
-        print("\nwrote %s" % a.json)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ static const char *train_help =
     "micro-batches of train.micro_batch_cells cells (docs/encoders.md);\n"
     "data-parallel over the MPI ranks it is started on: each rank streams its own\n"
     "cells and holds a replica; gradients are summed over ranks while backward runs.\n"
+    "With --set train.backend=cuda the transformer's masked-gene training runs on\n"
+    "the GPUs, one per rank (docs/cuda.md).\n"
     "\n"
     "  CONFIG                 a libconfig file (see configs/ and docs/config.md)\n"
     "  --set section.key=V    override one key, e.g. --set train.steps=500; repeatable\n"

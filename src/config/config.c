@@ -189,9 +189,9 @@ static const key_desc keys[] = {
         "1: ZeRO stage 1, each rank keeps and updates 1/N of the AdamW moments (gradients reduce-scattered, "
         "parameters all-gathered); 0: every rank keeps all"),
     ENUM("train", "backend", scfm_backend, train.backend, SCFM_BACKEND_CPU, backend_names,
-         "where training computes: the CPU kernels, or the CUDA backend, whose kernels are built where the CUDA "
-         "toolkit is found but are not yet wired into training, so `cuda` stops with a configuration error "
-         "saying what is missing (docs/cuda.md)"),
+         "where training computes: the CPU kernels, or the CUDA backend (one GPU per rank, bf16 Linear layers; "
+         "the transformer with the masked-gene loss only; built where the CUDA toolkit and NCCL are found, "
+         "and not yet run on a GPU: docs/cuda.md)"),
     INT("train", "threads", train.threads, 0, 0, 1024, 0,
         "OpenMP threads per process; 0 keeps the OpenMP default"),
     FLOAT("train", "log_every_seconds", train.log_every_seconds, 5, 0, 86400, 0,

@@ -324,32 +324,37 @@ double scfm_model_flops(const scfm_model *m, const scfm_batch *b, int with_backw
 
 /* ---- activations ---------------------------------------------------- */
 
+/* Places an array of n floats at base + off (base NULL: counts only), each
+ * on a 64-byte boundary. */
+#define TAKE(ptr, n) ((ptr) = base ? base + off : NULL, off += ((n) + 15) & ~(size_t)15)
+
+size_t scfm_layer_acts_place(layer_acts *a, float *base, size_t off, size_t T, size_t C, size_t F, size_t probs) {
+    TAKE(a->ln_a, T * C);
+    TAKE(a->ln_a_mean, T);
+    TAKE(a->ln_a_rstd, T);
+    TAKE(a->qkv, 3 * T * C);
+    TAKE(a->ctx, T * C);
+    TAKE(a->probs, probs);
+    TAKE(a->res1, T * C);
+    TAKE(a->ln_f, T * C);
+    TAKE(a->ln_f_mean, T);
+    TAKE(a->ln_f_rstd, T);
+    TAKE(a->f1, T * F);
+    TAKE(a->act, T * F);
+    TAKE(a->res2, T * C);
+    return off;
+}
+
 /* Lays the arena out for T tokens, N targets and probs floats of attention
  * per layer; with base == NULL only counts. */
 static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_t cells, size_t probs) {
     const size_t C = m->C, F = m->F, V = m->V, K = m->K;
     size_t off = 0;
-#define TAKE(ptr, n) ((ptr) = base ? base + off : NULL, off += ((n) + 15) & ~(size_t)15)
     TAKE(m->emb, T * C);
     TAKE(m->ln_e_mean, T);
     TAKE(m->ln_e_rstd, T);
     TAKE(m->x0, T * C);
-    for (int l = 0; l < m->NL; l++) {
-        layer_acts *a = &m->acts[l];
-        TAKE(a->ln_a, T * C);
-        TAKE(a->ln_a_mean, T);
-        TAKE(a->ln_a_rstd, T);
-        TAKE(a->qkv, 3 * T * C);
-        TAKE(a->ctx, T * C);
-        TAKE(a->probs, probs);
-        TAKE(a->res1, T * C);
-        TAKE(a->ln_f, T * C);
-        TAKE(a->ln_f_mean, T);
-        TAKE(a->ln_f_rstd, T);
-        TAKE(a->f1, T * F);
-        TAKE(a->act, T * F);
-        TAKE(a->res2, T * C);
-    }
+    for (int l = 0; l < m->NL; l++) off = scfm_layer_acts_place(&m->acts[l], base, off, T, C, F, probs);
     TAKE(m->fin, T * C);
     TAKE(m->fin_mean, T);
     TAKE(m->fin_rstd, T);
@@ -384,9 +389,10 @@ static size_t layout_arena(scfm_model *m, float *base, size_t T, size_t N, size_
     TAKE(m->dff1, T * F);
     TAKE(m->dff2, T * F);
     TAKE(m->attn_scratch, (size_t)m->threads * 2 * (size_t)m->P * (size_t)m->P);
-#undef TAKE
     return off;
 }
+
+#undef TAKE
 
 static scfm_status reserve_activations(scfm_model *m, const scfm_batch *b, scfm_error *err) {
     size_t probs = scfm_attention_probs_size(b->cell_offsets, b->n_cells, m->NH);
@@ -429,10 +435,6 @@ static scfm_status reserve_activations(scfm_model *m, const scfm_batch *b, scfm_
 
 /* ---- dropout sites ---------------------------------------------------- */
 
-enum { SITE_EMBEDDING = 0, SITES_PER_LAYER = 3, SITE_ATTN_PROBS = 1, SITE_ATTN_OUT = 2, SITE_FFN_OUT = 3 };
-
-static uint32_t layer_site(int layer, int which) { return (uint32_t)(layer * SITES_PER_LAYER + which); }
-
 /* Applies (or, on a gradient, back-propagates) the hidden dropout of a site
  * to x[T, C]. */
 static void dropout_tokens(const scfm_model *m, const scfm_batch *b, float *x, uint32_t site) {
@@ -447,7 +449,7 @@ static void dropout_tokens(const scfm_model *m, const scfm_batch *b, float *x, u
 }
 
 static scfm_attention_dropout attention_dropout(const scfm_model *m, const scfm_batch *b, int l) {
-    scfm_attention_dropout d = {0.0f, m->seed, m->epoch, layer_site(l, SITE_ATTN_PROBS), b->cell_ids};
+    scfm_attention_dropout d = {0.0f, m->seed, m->epoch, scfm_layer_site(l, SCFM_SITE_ATTN_PROBS), b->cell_ids};
     if (m->training) d.p = (float)m->cfg.attention_dropout;
     return d;
 }
@@ -500,7 +502,7 @@ static scfm_status check_value_batch(const scfm_model *m, const scfm_batch *b, s
     return SCFM_OK;
 }
 
-static scfm_status check_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err) {
+scfm_status scfm_model_check_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err) {
     for (int c = 0; c < b->n_cells; c++) {
         int L = b->cell_offsets[c + 1] - b->cell_offsets[c];
         if (L < 1 || L > m->P)
@@ -544,7 +546,7 @@ static void layer_forward(scfm_model *m, const scfm_batch *b, int l) {
     scfm_attention_forward(a->ctx, a->probs, a->qkv, b->cell_offsets, b->n_cells, C, m->NH, &drop,
                            m->attn_scratch, m->P);
     scfm_linear_forward(a->res1, a->ctx, w->w_ao, w->b_ao, T, C, C);
-    dropout_tokens(m, b, a->res1, layer_site(l, SITE_ATTN_OUT));
+    dropout_tokens(m, b, a->res1, scfm_layer_site(l, SCFM_SITE_ATTN_OUT));
     add_inplace(a->res1, x, (size_t)T * C);
 
     const float *ffn_in;
@@ -560,7 +562,7 @@ static void layer_forward(scfm_model *m, const scfm_batch *b, int l) {
     scfm_linear_forward(a->f1, ffn_in, w->w_i, w->b_i, T, C, F);
     scfm_model_activation_forward(m, a->act, a->f1, (size_t)T * F);
     scfm_linear_forward(a->res2, a->act, w->w_o, w->b_o, T, F, C);
-    dropout_tokens(m, b, a->res2, layer_site(l, SITE_FFN_OUT));
+    dropout_tokens(m, b, a->res2, scfm_layer_site(l, SCFM_SITE_FFN_OUT));
     add_inplace(a->res2, post ? a->ln_a : a->res1, (size_t)T * C);
     if (post)
         scfm_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->res2, w->ln_f_w, w->ln_f_b, T,
@@ -586,7 +588,7 @@ static double head_forward(scfm_model *m, const scfm_batch *b) {
  * scfm_model_hidden. */
 static scfm_status encoder_forward(scfm_model *m, const scfm_batch *b, int training, uint64_t seed, uint32_t epoch,
                                    scfm_error *err) {
-    scfm_status st = check_batch(m, b, err);
+    scfm_status st = scfm_model_check_batch(m, b, err);
     if (st == SCFM_OK) st = reserve_activations(m, b, err);
     if (st != SCFM_OK) return st;
     m->training = training;
@@ -609,7 +611,7 @@ static scfm_status encoder_forward(scfm_model *m, const scfm_batch *b, int train
     }
     scfm_layernorm_forward(m->x0, m->ln_e_mean, m->ln_e_rstd, m->emb, m->w.ln_e_w, m->w.ln_e_b, T, C,
                            eps);
-    dropout_tokens(m, b, m->x0, SITE_EMBEDDING);
+    dropout_tokens(m, b, m->x0, SCFM_SITE_EMBEDDING);
     for (int l = 0; l < m->NL; l++) layer_forward(m, b, l);
     if (m->cfg.norm == SCFM_NORM_PRE)
         scfm_layernorm_forward(m->fin, m->fin_mean, m->fin_rstd, layer_output(m, m->NL - 1),
@@ -864,7 +866,7 @@ static void layer_backward(scfm_model *m, const scfm_batch *b, int l) {
         scfm_layernorm_backward(m->dtmp1, g->ln_f_w, g->ln_f_b, m->dres, a->res2, w->ln_f_w,
                                 a->ln_f_mean, a->ln_f_rstd, T, C);
         memcpy(m->dtmp2, m->dtmp1, sizeof(float) * TC); /* d h, residual path */
-        dropout_tokens(m, b, m->dtmp1, layer_site(l, SITE_FFN_OUT));
+        dropout_tokens(m, b, m->dtmp1, scfm_layer_site(l, SCFM_SITE_FFN_OUT));
         scfm_linear_backward(m->dff1, g->w_o, g->b_o, m->dtmp1, a->act, w->w_o, T, F, C, 0);
         scfm_model_activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
         scfm_linear_backward(m->dtmp2, g->w_i, g->b_i, m->dff2, a->ln_a, w->w_i, T, C, F, 1);
@@ -872,19 +874,19 @@ static void layer_backward(scfm_model *m, const scfm_batch *b, int l) {
         memset(m->dres, 0, sizeof(float) * TC);
         scfm_layernorm_backward(m->dres, g->ln_a_w, g->ln_a_b, m->dtmp2, a->res1, w->ln_a_w,
                                 a->ln_a_mean, a->ln_a_rstd, T, C);
-        copy_dropped(m, b, m->dtmp1, m->dres, layer_site(l, SITE_ATTN_OUT));
+        copy_dropped(m, b, m->dtmp1, m->dres, scfm_layer_site(l, SCFM_SITE_ATTN_OUT));
         scfm_linear_backward(m->dtmp2, g->w_ao, g->b_ao, m->dtmp1, a->ctx, w->w_ao, T, C, C, 0);
         scfm_attention_backward(m->dqkv, m->dtmp2, a->qkv, a->probs, b->cell_offsets, b->n_cells, C,
                                 m->NH, &drop, m->attn_scratch, m->P);
         scfm_linear_backward(m->dres, g->w_qkv, g->b_qkv, m->dqkv, x, w->w_qkv, T, C, 3 * C, 1);
     } else {
-        copy_dropped(m, b, m->dtmp1, m->dres, layer_site(l, SITE_FFN_OUT));
+        copy_dropped(m, b, m->dtmp1, m->dres, scfm_layer_site(l, SCFM_SITE_FFN_OUT));
         scfm_linear_backward(m->dff1, g->w_o, g->b_o, m->dtmp1, a->act, w->w_o, T, F, C, 0);
         scfm_model_activation_backward(m, m->dff2, a->f1, m->dff1, (size_t)T * F);
         scfm_linear_backward(m->dtmp2, g->w_i, g->b_i, m->dff2, a->ln_f, w->w_i, T, C, F, 0);
         scfm_layernorm_backward(m->dres, g->ln_f_w, g->ln_f_b, m->dtmp2, a->res1, w->ln_f_w,
                                 a->ln_f_mean, a->ln_f_rstd, T, C);
-        copy_dropped(m, b, m->dtmp1, m->dres, layer_site(l, SITE_ATTN_OUT));
+        copy_dropped(m, b, m->dtmp1, m->dres, scfm_layer_site(l, SCFM_SITE_ATTN_OUT));
         scfm_linear_backward(m->dtmp2, g->w_ao, g->b_ao, m->dtmp1, a->ctx, w->w_ao, T, C, C, 0);
         scfm_attention_backward(m->dqkv, m->dtmp2, a->qkv, a->probs, b->cell_offsets, b->n_cells, C,
                                 m->NH, &drop, m->attn_scratch, m->P);
@@ -970,7 +972,7 @@ void scfm_model_backward(scfm_model *m, const scfm_batch *b, float loss_scale) {
         grads_ready(m, m->layer_begin[l], m->layer_begin[l + 1]);
     }
     /* dres = d x0 -> through dropout and the embedding LayerNorm */
-    dropout_tokens(m, b, m->dres, SITE_EMBEDDING);
+    dropout_tokens(m, b, m->dres, SCFM_SITE_EMBEDDING);
     memset(m->dtmp1, 0, sizeof(float) * (size_t)T * C);
     scfm_layernorm_backward(m->dtmp1, m->g.ln_e_w, m->g.ln_e_b, m->dres, m->emb, m->w.ln_e_w,
                             m->ln_e_mean, m->ln_e_rstd, T, C);

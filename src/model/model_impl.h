@@ -40,6 +40,12 @@ typedef struct {
     float *res2;                         /* [T,C] */
 } layer_acts;
 
+/* Places one layer's activations for T tokens and `probs` floats of
+ * attention probabilities at base + off floats (base NULL: counts only);
+ * returns the offset after them. The CPU's arena and the CUDA backend's
+ * share it. */
+size_t scfm_layer_acts_place(layer_acts *a, float *base, size_t off, size_t T, size_t C, size_t F, size_t probs);
+
 struct scfm_model {
     scfm_model_config cfg;
     int V, C, F, P, NL, NH, K;
@@ -111,6 +117,16 @@ float *scfm_model_place(scfm_layout_walk *lw, const char *name, int rows, int co
  * on embeddings of width C when lw->m->cfg asks for one; v's head views
  * are set (NULL without). */
 void scfm_model_place_projection(scfm_layout_walk *lw, weights *v, int C);
+/* The transformer's dropout sites, which key its masks (scfm_dropout_key):
+ * the embeddings', then three per layer. */
+enum { SCFM_SITE_EMBEDDING = 0, SCFM_SITES_PER_LAYER = 3, SCFM_SITE_ATTN_PROBS = 1, SCFM_SITE_ATTN_OUT = 2,
+       SCFM_SITE_FFN_OUT = 3 };
+static inline uint32_t scfm_layer_site(int layer, int which) {
+    return (uint32_t)(layer * SCFM_SITES_PER_LAYER + which);
+}
+/* Refuses a batch the transformer cannot take (cell lengths, token ids,
+ * targets, labels, values, conditions), naming what is wrong. */
+scfm_status scfm_model_check_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err);
 /* model.activation over n values, and its gradient (dinp may equal dout). */
 void scfm_model_activation_forward(const scfm_model *m, float *out, const float *inp, size_t n);
 void scfm_model_activation_backward(const scfm_model *m, float *dinp, const float *inp, const float *dout, size_t n);

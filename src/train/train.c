@@ -18,6 +18,7 @@
 #include "scfm/dist.h"
 #include "scfm/model.h"
 #include "scfm/train.h"
+#include "train/device.h"
 #ifdef SCFM_HAVE_CUDA
 #include "backend/cuda/device.h"
 #endif
@@ -175,6 +176,8 @@ typedef struct {
     scfm_batch cells;              /* with it: the loader's cells, before they become views */
     int n_batches;
     FILE *metrics;
+    const scfm_device_ops *dev;    /* train.backend "cuda": the model trains there */
+    scfm_device_trainer *device;
 } train_resources;
 
 static void release(train_resources *r) {
@@ -187,6 +190,7 @@ static void release(train_resources *r) {
     scfm_batch_free(&r->cells);
     scfm_free(r->adam_m);
     scfm_free(r->adam_v);
+    if (r->device) r->dev->destroy(r->device);
     scfm_model_free(r->model);
 }
 
@@ -454,26 +458,41 @@ static scfm_status make_views(const scfm_config *cfg, const scfm_mask_config *ma
     return st;
 }
 
-/* train.backend: the CUDA backend's kernels exist (docs/cuda.md) but the
- * training loop runs only on the CPU so far, so "cuda" says which of the
- * missing pieces stops it rather than silently training on the CPU. */
-static scfm_status check_backend(const scfm_config *cfg, scfm_error *err) {
+/* train.backend "cuda" trains the transformer with the masked-gene loss
+ * (docs/cuda.md); it refuses what only the CPU backend has rather than
+ * silently training on the CPU, and loads the backend. */
+static scfm_status check_backend(const scfm_config *cfg, const scfm_train_options *opt, const scfm_device_ops **ops,
+                                 scfm_error *err) {
+    *ops = NULL;
     if (cfg->train.backend == SCFM_BACKEND_CPU) return SCFM_OK;
     const char *where = cfg->source[0] ? cfg->source : "config";
-#ifdef SCFM_HAVE_CUDA
+    const scfm_objective_config *o = &cfg->objective;
+    const char *cpu_only = cfg->model.encoder != SCFM_ENCODER_TRANSFORMER ? "model.encoder (a count encoder)"
+                           : opt->finetune                              ? "scfm finetune"
+                           : o->contrastive > 0.0                       ? "objective.contrastive"
+                           : o->value > 0.0 || o->mvc > 0.0             ? "objective.value / objective.mvc"
+                           : cfg->model.condition_column[0]             ? "model.condition_column"
+                           : cfg->train.zero1                           ? "train.zero1"
+                           : !(o->mlm > 0.0)                            ? "objective.mlm 0"
+                                                                        : NULL;
+    if (cpu_only)
+        return scfm_fail(err, SCFM_ERR_CONFIG, "%s: train.backend \"cuda\" trains the transformer with the masked-gene "
+                         "loss; %s runs on the CPU backend only (docs/cuda.md)", where, cpu_only);
     scfm_error why = {0};
+    if (scfm_device_ops_load(ops, &why) != SCFM_OK)
+        return scfm_fail(err, why.status, "%s: train.backend \"cuda\": %s", where, why.message);
+#ifdef SCFM_HAVE_CUDA
     if (scfm_cuda_device_count(&why) == 0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: train.backend \"cuda\": %s", where, why.message);
-    return scfm_fail(err, SCFM_ERR_CONFIG,
-                     "%s: train.backend \"cuda\": training on the CUDA backend is not wired into the training "
-                     "loop yet (its kernels are built and tested on their own, docs/cuda.md); use \"cpu\"",
-                     where);
-#else
-    return scfm_fail(err, SCFM_ERR_CONFIG,
-                     "%s: train.backend \"cuda\": this build of scfm has no CUDA backend (it is built when CMake "
-                     "finds the CUDA toolkit with cuBLAS and NCCL, -DSCFM_CUDA=AUTO or ON; docs/cuda.md)",
-                     where);
 #endif
+    return SCFM_OK;
+}
+
+/* The device's parameters and moments into the host model and r's moments,
+ * for a checkpoint. */
+static scfm_status device_to_host(train_resources *r, scfm_error *err) {
+    if (!r->device) return SCFM_OK;
+    return r->dev->download(r->device, scfm_model_params(r->model), r->adam_m, r->adam_v, err);
 }
 
 /* What the step optimises, and refusals of what cannot be trained. */
@@ -492,7 +511,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
     const scfm_train_config *tc = &cfg->train;
     const int rank = scfm_comm_rank(opt->comm), world = scfm_comm_size(opt->comm);
     train_resources r = {0};
-    scfm_status st = check_backend(cfg, err);
+    scfm_status st = check_backend(cfg, opt, &r.dev, err);
     if (st != SCFM_OK) return st;
     if (cfg->data.shards[0] == '\0')
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: data.shards is not set", cfg->source[0] ? cfg->source : "config");
@@ -589,6 +608,19 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         free(state.positions);
         if (st != SCFM_OK) goto out_pending;
     }
+    if (r.dev) {
+        /* collective: every rank gets its device and the gradient sum is set up */
+        st = r.dev->create(opt->comm, r.model, &r.device, err);
+        if (st == SCFM_OK)
+            st = r.dev->upload(r.device, scfm_model_params(r.model), opt->resume ? r.adam_m : NULL,
+                               opt->resume ? r.adam_v : NULL, err);
+        if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) goto out_pending;
+        if (rank == 0 && opt->on_notice) {
+            char message[480];
+            snprintf(message, sizeof message, "training on %s", r.dev->describe(r.device));
+            opt->on_notice(message, opt->user);
+        }
+    }
     /* Random replacement tokens come from the model's vocabulary. */
     scfm_loader_config lc = {
         .seed = (uint64_t)tc->seed,
@@ -652,7 +684,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             double t = scfm_now();
             /* This step's micro-batches are already drawn: the checkpoint
              * resumes the stream where the step started. */
-            if ((st = save_checkpoint(opt, &resolved, run_dir, &r, step, tokens_seen, step_start, err)) == SCFM_OK)
+            if ((st = scfm_comm_agree(opt->comm, device_to_host(&r, err), err)) == SCFM_OK &&
+                (st = save_checkpoint(opt, &resolved, run_dir, &r, step, tokens_seen, step_start, err)) == SCFM_OK)
                 st = scfm_fail(err, SCFM_ERR_INTERRUPTED, "stopped by a signal before step %" PRId64
                                "; checkpoint %s/step_%07" PRId64 " written (%.1f s); continue with --resume",
                                step + 1, run_dir, step, scfm_now() - t);
@@ -660,7 +693,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         }
         const int64_t global_targets = counts[0], global_tokens = counts[1], global_views = counts[5];
         double compute_t0 = scfm_now(), loss_sum = 0.0, contrastive_sum = 0.0;
-        scfm_model_zero_grad(r.model);
+        if (r.device) local = r.dev->zero_grad(r.device, err);
+        else scfm_model_zero_grad(r.model);
         scfm_model_set_step(r.model, step);
         /* Each loss is a mean over the whole step on all ranks: the masked-gene
          * loss over its masked tokens, the contrastive loss over its views. The
@@ -677,14 +711,20 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         for (int a = 0; a <= last && global_targets + global_views > 0 && local == SCFM_OK; a++) {
             const scfm_batch *b = &r.batches[a];
             double part = 0.0;
-            if (b->n_tokens > 0) local = scfm_model_forward(r.model, b, 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
+            if (b->n_tokens > 0)
+                local = r.device ? r.dev->forward(r.device, b, (uint64_t)tc->seed, r.epochs[a], terms_scale, &part, err)
+                                 : scfm_model_forward(r.model, b, 1, (uint64_t)tc->seed, r.epochs[a], &part, err);
             if (contrastive)
                 local = scfm_contrastive_step(r.contrastive, opt->comm, r.model, b->n_tokens > 0 ? b : NULL, local,
                                               contrastive_scale, &contrastive_sum, err);
             if (local != SCFM_OK || b->n_tokens == 0) continue;
-            if (a == last && world > 1 && !r.zero1) scfm_model_set_grad_ready(r.model, reduce_bucket, &reducer);
-            scfm_model_backward(r.model, b, terms_scale);
-            scfm_model_set_grad_ready(r.model, NULL, NULL);
+            if (r.device) {
+                local = r.dev->backward(r.device, b, a == last && world > 1, err);
+            } else {
+                if (a == last && world > 1 && !r.zero1) scfm_model_set_grad_ready(r.model, reduce_bucket, &reducer);
+                scfm_model_backward(r.model, b, terms_scale);
+                scfm_model_set_grad_ready(r.model, NULL, NULL);
+            }
             loss_sum += part;
         }
         /* Only the wait is counted as communication: reductions that finished
@@ -692,7 +732,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         double comm_t0 = scfm_now();
         double sums[3] = {loss_sum, local != SCFM_OK, contrastive_sum};
         float *grads = scfm_model_grads(r.model); /* under ZeRO-1: this rank's block of the sum */
-        if (r.zero1) st = scfm_comm_sum_scatter_f32(opt->comm, grads, n_params, err);
+        if (r.device) st = r.dev->reduce(r.device, err);
+        else if (r.zero1) st = scfm_comm_sum_scatter_f32(opt->comm, grads, n_params, err);
         else if (world > 1) st = finish_reduction(&reducer, r.model, err);
         const double reduce_wait_s = scfm_now() - comm_t0;
         if (st == SCFM_OK && world > 1) st = scfm_comm_sum_f64(opt->comm, sums, 3, err);
@@ -703,7 +744,12 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             st = scfm_comm_agree(opt->comm, local, err);
             break;
         }
-        double norm = scfm_grad_norm(grads, r.shard_n);
+        double norm = 0.0;
+        if (r.device) {
+            if ((st = scfm_comm_agree(opt->comm, r.dev->grad_norm(r.device, &norm, err), err)) != SCFM_OK) break;
+        } else {
+            norm = scfm_grad_norm(grads, r.shard_n);
+        }
         if (r.zero1) {
             double squares = norm * norm;
             if ((st = scfm_comm_sum_f64(opt->comm, &squares, 1, err)) != SCFM_OK) break;
@@ -713,13 +759,16 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             st = scfm_fail(err, SCFM_ERR_NUMERIC, "step %" PRId64 ": the loss or the gradient norm is not finite", step + 1);
             break;
         }
-        if (tc->clip_norm > 0.0 && norm > tc->clip_norm) {
-            float s = (float)(tc->clip_norm / norm);
-#pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < r.shard_n; i++) grads[i] *= s;
-        }
+        const float clip = tc->clip_norm > 0.0 && norm > tc->clip_norm ? (float)(tc->clip_norm / norm) : 1.0f;
         double lr = scfm_lr_at(tc, step);
-        if (global_targets + global_views > 0) {
+        if (r.device) {
+            if (global_targets > 0) st = r.dev->update(r.device, clip, step + 1, lr, tc, frozen, err);
+            if ((st = scfm_comm_agree(opt->comm, st, err)) != SCFM_OK) break;
+        } else if (clip != 1.0f) {
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < r.shard_n; i++) grads[i] *= clip;
+        }
+        if (!r.device && global_targets + global_views > 0) {
             const size_t skip = frozen > r.shard_lo ? (frozen < r.shard_lo + r.shard_n ? frozen - r.shard_lo : r.shard_n) : 0;
             scfm_adamw_update(r.model, grads + skip, r.adam_m + skip, r.adam_v + skip, r.shard_lo + skip,
                               r.shard_lo + r.shard_n, step + 1, lr, tc);
@@ -736,7 +785,8 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         tokens_seen += global_tokens;
         int due = cfg->checkpoint.every > 0 && (step + 1) % cfg->checkpoint.every == 0;
         if (due || step + 1 == tc->steps) {
-            if ((st = save_checkpoint(opt, &resolved, run_dir, &r, step + 1, tokens_seen,
+            if ((st = scfm_comm_agree(opt->comm, device_to_host(&r, err), err)) != SCFM_OK ||
+                (st = save_checkpoint(opt, &resolved, run_dir, &r, step + 1, tokens_seen,
                                       scfm_loader_get_position(r.loader), err)) != SCFM_OK)
                 break;
             checkpoint_s = scfm_now() - t2;

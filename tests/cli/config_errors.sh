@@ -67,12 +67,20 @@ expect 2 "a CONFIG file is required" -- train
 expect 2 "unexpected argument '--bogus'" -- train "$src/configs/tiny.cfg" --bogus
 expect 2 "unknown command 'trian'" -- trian
 expect 1 "no/such/dir: cannot open the shard directory" -- train nodata.cfg
-# train.backend = "cuda" stops before any data is read, saying which of the
-# three holds: a build without the CUDA backend, no device, or a device and
-# a training loop not yet wired to it (docs/cuda.md)
-expect 2 'nodata.cfg: train.backend "cuda": ' -- train nodata.cfg --set train.backend=cuda
-if ! grep -qE "this build of scfm has no CUDA backend|no CUDA device was found|not wired into the training loop yet" err.txt; then
-    echo "FAIL: train.backend=cuda did not say what is missing:"; cat err.txt
+# train.backend = "cuda" refuses, before any data is read, what only the CPU
+# backend trains, and where it cannot run says why: a build without the
+# CUDA backend, or no device; with a device it goes on to the data
+# (docs/cuda.md)
+expect 2 'nodata.cfg: train.backend "cuda" trains the transformer with the masked-gene loss; objective.contrastive runs on the CPU backend only' -- train nodata.cfg --set train.backend=cuda --set objective.contrastive=1
+expect 2 'train.zero1 runs on the CPU backend only' -- train nodata.cfg --set train.backend=cuda --set train.zero1=1
+"$scfm" train nodata.cfg --set train.backend=cuda >out.txt 2>err.txt
+got=$?
+if grep -qF "no/such/dir: cannot open the shard directory" err.txt && [[ $got -eq 1 ]]; then
+    echo "ok: train.backend=cuda on a machine with a CUDA device reads the data: $(head -n1 err.txt)"
+elif [[ $got -eq 2 ]] && grep -qE 'nodata.cfg: train.backend "cuda": (this build of scfm has no CUDA backend|no CUDA device was found)' err.txt; then
+    echo "ok: train.backend=cuda -> 2: $(head -n1 err.txt)"
+else
+    echo "FAIL: train.backend=cuda -> exit $got, did not say what is missing:"; cat err.txt
     failures=$((failures + 1))
 fi
 expect 2 "train.backend: 'gpu' is not one of cpu, cuda" -- train nodata.cfg --set train.backend=gpu

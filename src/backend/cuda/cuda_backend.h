@@ -24,6 +24,7 @@
 #include "backend/cuda/device.h"
 #include "scfm/core.h"
 #include "scfm/dist.h"
+#include "scfm/model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -119,6 +120,13 @@ scfm_status scfm_cuda_dropout_rows(scfm_cuda_ctx *ctx, float *d_dst, const float
 scfm_status scfm_cuda_crossentropy(scfm_cuda_ctx *ctx, float *d_logits, const int32_t *d_labels, int N, int V,
                                    float scale, double *loss_sum, scfm_error *err);
 
+/* d_out[n,:] = d_src[d_index[n],:] over N rows of C; and its backward,
+ * d_dst[d_index[n],:] += d_src[n,:], for distinct indices (masked targets). */
+scfm_status scfm_cuda_gather_rows(scfm_cuda_ctx *ctx, float *d_out, const float *d_src, const int32_t *d_index,
+                                  int N, int C, scfm_error *err);
+scfm_status scfm_cuda_scatter_add_rows(scfm_cuda_ctx *ctx, float *d_dst, const float *d_src, const int32_t *d_index,
+                                       int N, int C, scfm_error *err);
+
 /* One AdamW step over n contiguous values with one decay setting, the
  * update of scfm_adamw_update: m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
  * p = p shrink - step_size m / (sqrt(v) v_correction + eps). */
@@ -190,6 +198,35 @@ scfm_status scfm_cuda_attention_softmax_backward(scfm_cuda_ctx *ctx, float *cons
                                                  const float *const *d_rows, float *const *d_dropped,
                                                  const uint64_t *d_keys, int n_tasks, int L, float p,
                                                  scfm_error *err);
+
+/* ---- the transformer with its masked-gene head on the device (model.c) ----
+ * Mirrors a host scfm_model (its layout, configuration and batch checks):
+ * fp32 parameters and gradients at the host's offsets, and a bf16 copy of
+ * the parameters for the Linear layers, refreshed by
+ * scfm_cuda_model_refresh_bf16 after the parameters change. */
+typedef struct scfm_cuda_model scfm_cuda_model;
+/* Called as backward finishes a bucket of gradients [offset, offset + size). */
+typedef scfm_status (*scfm_cuda_bucket_fn)(size_t offset, size_t size, void *user, scfm_error *err);
+
+scfm_status scfm_cuda_model_create(scfm_cuda_ctx *ctx, const scfm_model *host, scfm_cuda_model **out,
+                                   scfm_error *err);
+void scfm_cuda_model_free(scfm_cuda_model *cm);
+size_t scfm_cuda_model_num_params(const scfm_cuda_model *cm);
+float *scfm_cuda_model_params(scfm_cuda_model *cm); /* device */
+float *scfm_cuda_model_grads(scfm_cuda_model *cm);  /* device */
+scfm_status scfm_cuda_model_refresh_bf16(scfm_cuda_model *cm, scfm_error *err);
+/* As scfm_model_forward, except that the cross-entropy's gradient,
+ * loss_scale * objective.mlm * d(loss), is made here (fused). Synchronises
+ * (the loss comes back). */
+scfm_status scfm_cuda_model_forward(scfm_cuda_model *cm, const scfm_batch *b, int training, uint64_t seed,
+                                    uint32_t epoch, float loss_scale, double *loss_sum, scfm_error *err);
+/* Adds the last forward's gradient into the device gradients, calling
+ * bucket_ready (may be NULL) for each bucket of scfm_cuda_model_buckets in
+ * order as soon as it is complete. */
+scfm_status scfm_cuda_model_backward(scfm_cuda_model *cm, scfm_cuda_bucket_fn bucket_ready, void *user,
+                                     scfm_error *err);
+/* The gradient buckets in backward's order (offset/size NULL: count only). */
+int scfm_cuda_model_buckets(const scfm_cuda_model *cm, size_t *offset, size_t *size);
 
 /* ---- gradient reduction over NCCL (nccl.c) ---- */
 

@@ -257,6 +257,21 @@ __global__ void crossentropy_kernel(float *logits, double *row_loss, const int32
     if (threadIdx.x == 0) row_loss[blockIdx.x] = (double)(logf(sum) + mx - label_logit);
 }
 
+// out[n, :] = src[index[n], :] for N rows of C.
+__global__ void gather_rows_kernel(float *out, const float *src, const int32_t *index, int N, int C) {
+    const size_t n_all = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n_all; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = src[(size_t)index[i / C] * C + i % C];
+}
+
+// dst[index[n], :] += src[n, :]; the indices are distinct, so no two
+// threads add to one value.
+__global__ void scatter_add_rows_kernel(float *dst, const float *src, const int32_t *index, int N, int C) {
+    const size_t n_all = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n_all; i += (size_t)gridDim.x * blockDim.x)
+        dst[(size_t)index[i / C] * C + i % C] += src[i];
+}
+
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, scfm_cuda_adamw_args a) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         m[i] = a.beta1 * m[i] + (1.0f - a.beta1) * g[i];
@@ -413,6 +428,20 @@ scfm_status scfm_cuda_crossentropy(scfm_cuda_ctx *ctx, float *d_logits, const in
     for (int n = 0; st == SCFM_OK && n < N; n++) *loss_sum += row_loss[n];
     free(row_loss);
     return st;
+}
+
+scfm_status scfm_cuda_gather_rows(scfm_cuda_ctx *ctx, float *d_out, const float *d_src, const int32_t *d_index,
+                                  int N, int C, scfm_error *err) {
+    if (N == 0) return SCFM_OK;
+    gather_rows_kernel<<<grid_for((size_t)N * C), kThreads, 0, ctx->stream>>>(d_out, d_src, d_index, N, C);
+    return launched("row gather", err);
+}
+
+scfm_status scfm_cuda_scatter_add_rows(scfm_cuda_ctx *ctx, float *d_dst, const float *d_src, const int32_t *d_index,
+                                       int N, int C, scfm_error *err) {
+    if (N == 0) return SCFM_OK;
+    scatter_add_rows_kernel<<<grid_for((size_t)N * C), kThreads, 0, ctx->stream>>>(d_dst, d_src, d_index, N, C);
+    return launched("row scatter", err);
 }
 
 scfm_status scfm_cuda_adamw(scfm_cuda_ctx *ctx, float *d_p, const float *d_g, float *d_m, float *d_v, size_t n,

@@ -8,6 +8,8 @@
 #                                    agree within TOL, relative to values above 1
 #                                    (absolute below); prints the largest
 #                                    difference after WHAT (needs python3)
+#   loss_fell WHAT METRICS           the mean loss of the last 20 steps is at
+#                                    least 0.3 below that of the first 10
 fail() { echo "FAIL: $*"; exit 1; }
 
 same_steps() {
@@ -36,4 +38,14 @@ expect_fail() {
         [[ $got -eq $code ]] || { cat out.txt; fail "$* exited $got, expected $code"; }
     fi
     grep -q -- "$pattern" out.txt || { cat out.txt; fail "$*: no '$pattern' in the message"; }
+}
+
+loss_fell() {
+    awk -F'"loss": ' -v what="$1" '{ split($2, a, ","); loss[NR] = a[1] }
+      END {
+        for (i = 1; i <= 10; i++) first += loss[i] / 10
+        for (i = NR - 19; i <= NR; i++) last += loss[i] / 20
+        printf "%s: loss of the first 10 steps %.3f, of the last 20 %.3f\n", what, first, last
+        exit !(last < first - 0.3)
+      }' "$2" || fail "$1: the loss did not fall"
 }
