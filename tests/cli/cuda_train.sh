@@ -6,7 +6,8 @@
 #     is a first estimate, docs/cuda.md);
 #  2. 150 steps on the GPU lower the loss as on the CPU (train_tiny.sh);
 #  3. np=2 on the GPU (ranks share one GPU: the gradient sum goes through
-#     the host; with a GPU per rank, over NCCL) follows np=1 within 1e-3;
+#     the host; with a GPU per rank, over NCCL) follows np=1 with two
+#     micro-batches a step within 1e-3;
 #  4. a checkpoint written on the GPU resumes on the CPU, and one written on
 #     the CPU resumes on the GPU, each close to the run that did not stop.
 # usage: cuda_train.sh SCFM SOURCE_DIR WORK_DIR
@@ -46,10 +47,16 @@ same_steps "GPU against CPU" cpu/tiny/metrics.jsonl gpu/tiny/metrics.jsonl 40 5e
 run long cuda 150 --set train.warmup_steps=15
 loss_fell "GPU, 150 steps" long/tiny/metrics.jsonl
 
-# 3. two ranks against one
-mpirun --oversubscribe -np 2 "$scfm" train "$cfg" "${base[@]}" --set checkpoint.dir=gpu2 --set train.backend=cuda \
-    --set train.steps=40
-same_steps "GPU, np=2 against np=1" gpu/tiny/metrics.jsonl gpu2/tiny/metrics.jsonl 40 1e-3 loss grad_norm
+# 3. two ranks against one: 400 cells of exactly 64 tokens, so that one rank
+# with 2 micro-batches of 256 tokens and two ranks with 1 each see the same
+# 8 cells a step (as distributed.sh)
+"$(dirname "$scfm")/tests/make_tokens" tokens64 400 300 6 1 64 64 >/dev/null
+fixed=(--set data.shards=tokens64 --set model.max_len=64 --set train.micro_batch_tokens=256 --set train.steps=20)
+run one cuda 20 "${fixed[@]}" --set train.accumulate=2
+mpirun --oversubscribe -np 2 "$scfm" train "$cfg" "${base[@]}" "${fixed[@]}" --set checkpoint.dir=two \
+    --set train.backend=cuda
+same_steps "GPU, np=2 against np=1 with accumulation 2" one/tiny/metrics.jsonl two/tiny/metrics.jsonl 20 1e-3 \
+    loss grad_norm
 
 # 4. checkpoints across backends: 20 steps with a checkpoint at 10; a copy
 # resumed from step 10 on the other backend
