@@ -237,6 +237,31 @@ static void test_crossentropy(void) {
 
 /* Cells of lengths with repeats (one batched group of several cells), a
  * length-1 cell and an empty one; with and without dropout. */
+/* The CPU's attention over random q, k, v and output gradient: its output,
+ * probabilities and input gradient. */
+typedef struct {
+    float *qkv, *dout, *out, *probs, *dqkv;
+} attention_reference;
+
+static void cpu_attention(attention_reference *r, const int32_t *offsets, int n_cells, int C, int heads,
+                          const scfm_attention_dropout *drop, int max_len) {
+    const int T = offsets[n_cells];
+    const size_t np = scfm_attention_probs_size(offsets, n_cells, heads);
+    r->qkv = random_floats((size_t)T * 3 * C, -1, 1);
+    r->dout = random_floats((size_t)T * C, -1, 1);
+    r->out = malloc(sizeof(float) * T * C);
+    r->probs = malloc(sizeof(float) * np);
+    r->dqkv = malloc(sizeof(float) * T * 3 * C);
+    float *scratch = malloc(sizeof(float) * 2 * (size_t)max_len * max_len * 64); /* up to 64 OpenMP threads */
+    scfm_attention_forward(r->out, r->probs, r->qkv, offsets, n_cells, C, heads, drop, scratch, max_len);
+    scfm_attention_backward(r->dqkv, r->dout, r->qkv, r->probs, offsets, n_cells, C, heads, drop, scratch, max_len);
+    free(scratch);
+}
+
+static void attention_reference_free(attention_reference *r) {
+    free(r->qkv), free(r->dout), free(r->out), free(r->probs), free(r->dqkv);
+}
+
 static void attention_case(float p) {
     const int C = 64, heads = 4, n_cells = 6;
     const int32_t offsets[] = {0, 17, 40, 57, 58, 58, 91};
@@ -246,13 +271,10 @@ static void attention_case(float p) {
     scfm_cuda_varlen_plan plan;
     CU_ASSERT_EQUAL_FATAL(scfm_cuda_varlen_plan_build(&plan, offsets, n_cells, heads, &err), SCFM_OK);
     const size_t np = plan.probs_size;
-    float *qkv = random_floats((size_t)T * 3 * C, -1, 1), *dout = random_floats((size_t)T * C, -1, 1);
-    float *out = malloc(sizeof(float) * T * C), *probs = malloc(sizeof(float) * np);
-    float *dqkv = malloc(sizeof(float) * T * 3 * C);
-    float *scratch = malloc(sizeof(float) * 2 * (size_t)max_len * max_len * 64); /* up to 64 OpenMP threads */
-    scfm_attention_forward(out, probs, qkv, offsets, n_cells, C, heads, &drop, scratch, max_len);
-    scfm_attention_backward(dqkv, dout, qkv, probs, offsets, n_cells, C, heads, &drop, scratch, max_len);
-    float *d_qkv = to_device(qkv, sizeof(float) * T * 3 * C), *d_dout = to_device(dout, sizeof(float) * T * C);
+    attention_reference r;
+    cpu_attention(&r, offsets, n_cells, C, heads, &drop, max_len);
+    const float *out = r.out, *probs = r.probs, *dqkv = r.dqkv;
+    float *d_qkv = to_device(r.qkv, sizeof(float) * T * 3 * C), *d_dout = to_device(r.dout, sizeof(float) * T * C);
     float *d_out = NULL, *d_probs = NULL, *d_dqkv = NULL;
     scfm_cuda_alloc((void **)&d_out, sizeof(float) * T * C, &err);
     scfm_cuda_alloc((void **)&d_probs, sizeof(float) * np, &err);
@@ -267,13 +289,77 @@ static void attention_case(float p) {
                  1e-5f, 1e-3f);
     scfm_cuda_free(d_qkv), scfm_cuda_free(d_dout), scfm_cuda_free(d_out), scfm_cuda_free(d_probs),
         scfm_cuda_free(d_dqkv);
-    free(qkv), free(dout), free(out), free(probs), free(dqkv), free(scratch);
+    attention_reference_free(&r);
     scfm_cuda_varlen_plan_free(&plan);
 }
 
 static void test_attention(void) {
     attention_case(0.0f);
     attention_case(0.2f);
+}
+
+/* ||gpu - cpu|| / ||cpu|| over n values below tol, reported. */
+static void expect_relative_l2(const char *what, const float *d_got, const float *want, size_t n, double tol) {
+    CU_ASSERT_EQUAL_FATAL(scfm_cuda_sync(ctx, &err), SCFM_OK);
+    float *got = malloc(sizeof(float) * (n ? n : 1));
+    CU_ASSERT_EQUAL_FATAL(scfm_cuda_download(got, d_got, sizeof(float) * n, &err), SCFM_OK);
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        diff += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        norm += (double)want[i] * want[i];
+    }
+    const double e = sqrt(diff) / (norm > 0.0 ? sqrt(norm) : 1.0);
+    printf("\n  %s: relative L2 error %.3e (tolerance %.0e)", what, e, tol);
+    CU_ASSERT(e < tol);
+    free(got);
+}
+
+/* Flash attention against the CPU's attention: cells of 3 tiles (the last
+ * partial), exactly one tile, one token, none, and 4 tiles, heads of width
+ * 16, 32 and 64, with and without dropout (the CPU's masks). bf16 products:
+ * the output within 1e-2 and the gradient within 2e-2 relative L2. */
+static void flash_case(int C, int heads, float p) {
+    const int n_cells = 6;
+    const int32_t offsets[] = {0, 130, 194, 195, 195, 272, 472};
+    const int64_t cell_ids[] = {21, 22, 23, 24, 25, 26};
+    const int T = offsets[n_cells], max_len = 200;
+    const uint32_t site = 4;
+    const scfm_attention_dropout drop = {p, 99, 1, site, cell_ids};
+    attention_reference r;
+    cpu_attention(&r, offsets, n_cells, C, heads, &drop, max_len);
+    uint64_t keys[6];
+    for (int c = 0; c < n_cells; c++) keys[c] = scfm_dropout_cell_key(99, 1, site, cell_ids[c]);
+    scfm_cuda_flash_plan plan = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_cuda_flash_plan_build(&plan, offsets, n_cells, &err), SCFM_OK);
+    CU_ASSERT_EQUAL_FATAL(scfm_cuda_flash_plan_upload(ctx, &plan, &err), SCFM_OK);
+    float *d_qkv = to_device(r.qkv, sizeof(float) * T * 3 * C), *d_dout = to_device(r.dout, sizeof(float) * T * C);
+    uint64_t *d_keys = to_device(keys, sizeof keys);
+    float *d_out = NULL, *d_lse = NULL, *d_dqkv = NULL;
+    scfm_cuda_alloc((void **)&d_out, sizeof(float) * T * C, &err);
+    scfm_cuda_alloc((void **)&d_lse, sizeof(float) * T * heads, &err);
+    scfm_cuda_alloc((void **)&d_dqkv, sizeof(float) * T * 3 * C, &err);
+    CU_ASSERT_EQUAL(scfm_cuda_flash_forward(ctx, d_out, d_lse, d_qkv, &plan, C, heads, d_keys, p, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(
+        scfm_cuda_flash_backward(ctx, d_dqkv, d_dout, d_qkv, d_out, d_lse, &plan, C, heads, d_keys, p, &err),
+        SCFM_OK);
+    char what[96];
+    snprintf(what, sizeof what, "flash output, head width %d, dropout %.1f", C / heads, p);
+    expect_relative_l2(what, d_out, r.out, (size_t)T * C, 1e-2);
+    snprintf(what, sizeof what, "flash backward, head width %d, dropout %.1f", C / heads, p);
+    expect_relative_l2(what, d_dqkv, r.dqkv, (size_t)T * 3 * C, 2e-2);
+    scfm_cuda_free(d_qkv), scfm_cuda_free(d_dout), scfm_cuda_free(d_keys), scfm_cuda_free(d_out),
+        scfm_cuda_free(d_lse), scfm_cuda_free(d_dqkv);
+    attention_reference_free(&r);
+    scfm_cuda_flash_plan_free(&plan);
+}
+
+static void test_flash_attention(void) {
+    for (int d = 16; d <= 64; d *= 2) {
+        CU_ASSERT(scfm_cuda_flash_supported(4 * d, 4));
+        flash_case(4 * d, 4, 0.0f);
+        flash_case(4 * d, 4, 0.2f);
+    }
+    CU_ASSERT(!scfm_cuda_flash_supported(96, 4)); /* width 24 */
 }
 
 /* AdamW over a small model's buffer, tensor by tensor (decay per tensor). */
@@ -322,6 +408,7 @@ static CU_TestInfo tests[] = {
     {"Linear (bf16 GEMM)", test_linear},
     {"fused cross-entropy", test_crossentropy},
     {"varlen attention", test_attention},
+    {"flash attention", test_flash_attention},
     {"AdamW", test_adamw},
     CU_TEST_INFO_NULL,
 };

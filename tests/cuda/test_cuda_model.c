@@ -75,8 +75,10 @@ static double relative_l2(const float *got, const float *want, size_t n, double 
     return sqrt(diff) / (norm > floor ? norm : floor);
 }
 
-/* One forward and backward on both backends from the same weights. */
-static void compare(scfm_norm norm, scfm_activation act, double dropout, const char *name) {
+/* One forward and backward on both backends from the same weights, with
+ * attention as flash tiles or as batched GEMMs (SCFM_CUDA_ATTENTION). */
+static void compare_with(scfm_norm norm, scfm_activation act, double dropout, const char *name, const char *attention) {
+    setenv("SCFM_CUDA_ATTENTION", attention, 1);
     scfm_model_config cfg = config(norm, act, dropout);
     scfm_model *m = NULL;
     scfm_error err = {0};
@@ -103,8 +105,8 @@ static void compare(scfm_norm norm, scfm_activation act, double dropout, const c
     CU_ASSERT_EQUAL_FATAL(ops->download_grads(t, grads, &err), SCFM_OK);
 
     const double loss_error = fabs(gpu_loss - cpu_loss) / fabs(cpu_loss);
-    printf("\n  %s on %s: loss cpu %.6f gpu %.6f (relative %.2e)\n", name, ops->describe(t), cpu_loss, gpu_loss,
-           loss_error);
+    printf("\n  %s, %s attention, on %s: loss cpu %.6f gpu %.6f (relative %.2e)\n", name, attention,
+           ops->describe(t), cpu_loss, gpu_loss, loss_error);
     CU_ASSERT(loss_error < 1e-2);
     double worst = 0.0;
     const char *worst_name = "";
@@ -145,6 +147,12 @@ static void compare(scfm_norm norm, scfm_activation act, double dropout, const c
     ops->destroy(t);
     scfm_batch_free(&b);
     scfm_model_free(m);
+}
+
+static void compare(scfm_norm norm, scfm_activation act, double dropout, const char *name) {
+    compare_with(norm, act, dropout, name, "flash");
+    compare_with(norm, act, dropout, name, "batched");
+    unsetenv("SCFM_CUDA_ATTENTION");
 }
 
 static void test_post_ln_relu(void) { compare(SCFM_NORM_POST, SCFM_ACT_RELU, 0.0, "post-LN, ReLU, no dropout"); }

@@ -61,7 +61,42 @@ static void test_device_count(void) {
     }
 }
 
+/* Flash attention tiles: every cell cut into tiles of 64 rows in batch
+ * order (an empty cell has none), the buffers reused by a second build. */
+static void test_flash_tiles(void) {
+    const int32_t offsets[] = {0, 130, 194, 195, 195, 272, 472};
+    static const scfm_cuda_flash_tile want[] = {
+        {0, 130, 0, 0},   {0, 130, 64, 0},  {0, 130, 128, 0}, {130, 64, 0, 1},  {194, 1, 0, 2},   {195, 77, 0, 4},
+        {195, 77, 64, 4}, {272, 200, 0, 5}, {272, 200, 64, 5}, {272, 200, 128, 5}, {272, 200, 192, 5},
+    };
+    scfm_error err = {0};
+    scfm_cuda_flash_plan plan = {0};
+    CU_ASSERT_EQUAL_FATAL(scfm_cuda_flash_plan_build(&plan, offsets, 6, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(plan.n_tokens, 472);
+    CU_ASSERT_EQUAL_FATAL(plan.n_tiles, (int)(sizeof want / sizeof want[0]));
+    for (int i = 0; i < plan.n_tiles; i++) {
+        CU_ASSERT_EQUAL(plan.tiles[i].start, want[i].start);
+        CU_ASSERT_EQUAL(plan.tiles[i].len, want[i].len);
+        CU_ASSERT_EQUAL(plan.tiles[i].first, want[i].first);
+        CU_ASSERT_EQUAL(plan.tiles[i].cell, want[i].cell);
+    }
+    const scfm_cuda_flash_tile *buffer = plan.tiles;
+    CU_ASSERT_EQUAL_FATAL(scfm_cuda_flash_plan_build(&plan, offsets + 1, 1, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(plan.n_tiles, 1);
+    CU_ASSERT_PTR_EQUAL(plan.tiles, buffer);
+    CU_ASSERT_EQUAL(plan.tiles[0].start, 130);
+    CU_ASSERT_EQUAL(plan.n_tokens, 194);
+    const int32_t bad[] = {0, 5, 3};
+    CU_ASSERT_EQUAL(scfm_cuda_flash_plan_build(&plan, bad, 2, &err), SCFM_ERR_ARG);
+    scfm_cuda_flash_plan_free(&plan);
+    CU_ASSERT(scfm_cuda_flash_supported(256, 4));
+    CU_ASSERT(scfm_cuda_flash_supported(64, 4));
+    CU_ASSERT(!scfm_cuda_flash_supported(96, 4));
+    CU_ASSERT(!scfm_cuda_flash_supported(512, 4));
+}
+
 static CU_TestInfo tests[] = {
+    {"flash attention tiles", test_flash_tiles},
     {"cells grouped by length", test_groups},
     {"empty batch and bad offsets", test_edge_cases},
     {"device count", test_device_count},

@@ -13,6 +13,9 @@
  * this value, derived from (seed, epoch, site, cell id, position). */
 uint64_t scfm_dropout_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t cell_id,
                           int32_t position);
+/* The key less its position: scfm_dropout_key is scfm_mix64 of this plus
+ * (uint32_t)position, so a GPU kernel derives row keys from one per cell. */
+uint64_t scfm_dropout_cell_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t cell_id);
 /* x[i] *= keep(i) / (1 - p) for i < n; the same key gives the same mask, so
  * applying it to the gradient is the backward pass. */
 void scfm_dropout_row(float *x, int n, float p, uint64_t row_key);

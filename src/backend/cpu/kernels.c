@@ -11,12 +11,15 @@
 
 /* ---- dropout ---------------------------------------------------------- */
 
-uint64_t scfm_dropout_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t cell_id,
-                          int32_t position) {
+uint64_t scfm_dropout_cell_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t cell_id) {
     uint64_t k = scfm_mix64(seed ^ 0x5CF3D0D0ull);
     k = scfm_mix64(k + ((uint64_t)epoch << 32 | site));
-    k = scfm_mix64(k + (uint64_t)cell_id);
-    return scfm_mix64(k + (uint32_t)position);
+    return scfm_mix64(k + (uint64_t)cell_id);
+}
+
+uint64_t scfm_dropout_key(uint64_t seed, uint32_t epoch, uint32_t site, int64_t cell_id,
+                          int32_t position) {
+    return scfm_mix64(scfm_dropout_cell_key(seed, epoch, site, cell_id) + (uint32_t)position);
 }
 
 /* One 32-bit hash per element (MurmurHash3's finaliser over a Weyl sequence

@@ -199,6 +199,44 @@ scfm_status scfm_cuda_attention_softmax_backward(scfm_cuda_ctx *ctx, float *cons
                                                  const uint64_t *d_keys, int n_tasks, int L, float p,
                                                  scfm_error *err);
 
+/* ---- flash attention over packed cells (plan.c, flash.cu) ----
+ * Tiles of SCFM_CUDA_FLASH_TILE rows of one cell; a block computes one tile
+ * of one head with bf16 tensor-core products and an online softmax, keeping
+ * no probabilities (docs/cuda.md). Heads of width 16, 32 or 64. */
+#define SCFM_CUDA_FLASH_TILE 64
+typedef struct {
+    int32_t start, len;   /* the cell's first token in the stream, its length */
+    int32_t first, cell;  /* the tile's first row in the cell, the cell's index in the batch */
+} scfm_cuda_flash_tile;
+typedef struct {
+    int n_tiles, n_tokens;
+    scfm_cuda_flash_tile *tiles;   /* host [n_tiles] */
+    scfm_cuda_flash_tile *d_tiles; /* device copy */
+    int cap, d_cap;                /* their capacities */
+} scfm_cuda_flash_plan;
+
+/* The tiles of a batch (host only; reuses the plan's buffers; zero the plan
+ * before its first use), and their upload. */
+scfm_status scfm_cuda_flash_plan_build(scfm_cuda_flash_plan *plan, const int32_t *cell_offsets, int n_cells,
+                                       scfm_error *err);
+scfm_status scfm_cuda_flash_plan_upload(scfm_cuda_ctx *ctx, scfm_cuda_flash_plan *plan, scfm_error *err);
+void scfm_cuda_flash_plan_free(scfm_cuda_flash_plan *plan);
+/* 1 when heads of C / heads channels are supported. */
+int scfm_cuda_flash_supported(int C, int heads);
+/* d_out[T,C] as scfm_attention_forward's, and d_lse[heads,T] each row's
+ * log-sum-exp of its scaled scores; with p > 0, dropout on the
+ * probabilities with the CPU's masks: d_cell_keys[c] is
+ * scfm_dropout_cell_key(seed, epoch, site, cell id) and row r of head h
+ * takes key position h * 65536 + r, as on the CPU. */
+scfm_status scfm_cuda_flash_forward(scfm_cuda_ctx *ctx, float *d_out, float *d_lse, const float *d_qkv,
+                                    const scfm_cuda_flash_plan *plan, int C, int heads, const uint64_t *d_cell_keys,
+                                    float p, scfm_error *err);
+/* d_dqkv[T,3C] (overwritten) from d_dout[T,C], the forward's d_qkv, d_out and
+ * d_lse, and the same dropout. */
+scfm_status scfm_cuda_flash_backward(scfm_cuda_ctx *ctx, float *d_dqkv, const float *d_dout, const float *d_qkv,
+                                     const float *d_out, const float *d_lse, const scfm_cuda_flash_plan *plan, int C,
+                                     int heads, const uint64_t *d_cell_keys, float p, scfm_error *err);
+
 /* ---- the transformer with its masked-gene head on the device (model.c) ----
  * Mirrors a host scfm_model (its layout, configuration and batch checks):
  * fp32 parameters and gradients at the host's offsets, and a bf16 copy of

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/dropout.cuh"
+
+using namespace scfm_cuda;
 
 namespace {
 
@@ -47,23 +50,6 @@ __device__ float block_reduce(float v, float identity, Op op) {
     }
     __syncthreads();
     return result;
-}
-
-// The CPU's dropout mask (kernels.c): MurmurHash3's finaliser over a Weyl
-// sequence seeded by the row key; element j is dropped when its hash is
-// below p * 2^32.
-__device__ float keep_factor(uint64_t row_key, int j, uint32_t threshold, float scale) {
-    uint32_t h = (uint32_t)(row_key ^ (row_key >> 32)) + (uint32_t)j * 0x9E3779B9u;
-    h = (h ^ (h >> 16)) * 0x85EBCA6Bu;
-    h = (h ^ (h >> 13)) * 0xC2B2AE35u;
-    return (h ^ (h >> 16)) < threshold ? 0.0f : scale;
-}
-
-// The threshold and scale of scfm_dropout_apply for probability p.
-void dropout_params(float p, uint32_t *threshold, float *scale) {
-    const double scaled = (double)p * 4294967296.0;
-    *threshold = scaled >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)scaled;
-    *scale = 1.0f / (1.0f - p);
 }
 
 __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {

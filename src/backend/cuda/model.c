@@ -12,6 +12,11 @@
  * heads, conditions and the count encoders stay on the CPU (train.c refuses
  * them with train.backend "cuda").
  *
+ * Attention runs flash style (flash.cu: no probabilities stored, each row's
+ * log-sum-exp in their place) for heads of width 16, 32 or 64, else as
+ * batched GEMMs per cell length (attention.c); SCFM_CUDA_ATTENTION=batched
+ * in the environment picks the latter always (the tests run both).
+ *
  * A packed batch has T tokens in n cells and N masked targets. */
 #include <math.h>
 #include <stdlib.h>
@@ -43,6 +48,7 @@ struct scfm_cuda_model {
     void *d_arena;
     int32_t *d_tokens, *d_positions, *d_target_index, *d_target_label; /* [T] [T] [N] [N] */
     uint64_t *d_keys;            /* [sites, T] hidden-dropout row keys */
+    uint64_t *d_cell_keys;       /* [layers, T] flash: attention dropout's key of each cell (n <= T) */
     float *emb, *ln_e_mean, *ln_e_rstd, *x0;
     device_acts *acts;
     float *fin, *fin_mean, *fin_rstd;
@@ -52,10 +58,12 @@ struct scfm_cuda_model {
 
     /* host staging of the last forward */
     int32_t *h_positions, *h_token_cell;
-    uint64_t *h_keys;
+    uint64_t *h_keys, *h_cell_keys;
     int h_cap;
+    int flash;                    /* attention: flash tiles, or batched GEMMs per length */
     scfm_cuda_varlen_plan plan;
     int have_plan;
+    scfm_cuda_flash_plan tiles;
     int training, dropping;
     uint64_t seed;
     uint32_t epoch;
@@ -116,6 +124,8 @@ scfm_status scfm_cuda_model_create(scfm_cuda_ctx *ctx, const scfm_model *host, s
         scfm_cuda_model_free(cm);
         return st;
     }
+    const char *attention = getenv("SCFM_CUDA_ATTENTION");
+    cm->flash = scfm_cuda_flash_supported(host->C, host->NH) && !(attention && strcmp(attention, "batched") == 0);
     map_weights(host, cm->d_params, &cm->w, cm->w_layers);
     map_weights(host, cm->d_grads, &cm->g, cm->g_layers);
     *out = cm;
@@ -130,9 +140,11 @@ void scfm_cuda_model_free(scfm_cuda_model *cm) {
     scfm_cuda_free(cm->d_params16);
     scfm_cuda_free(cm->d_arena);
     if (cm->have_plan) scfm_cuda_varlen_plan_free(&cm->plan);
+    scfm_cuda_flash_plan_free(&cm->tiles);
     free(cm->h_positions);
     free(cm->h_token_cell);
     free(cm->h_keys);
+    free(cm->h_cell_keys);
     free(cm->w_layers);
     free(cm->g_layers);
     free(cm->acts);
@@ -167,6 +179,7 @@ static size_t layout_arena(scfm_cuda_model *cm, float *base, size_t T, size_t N,
     TAKE(cm->d_target_index, N);
     TAKE(cm->d_target_label, N);
     TAKE(cm->d_keys, T * (size_t)n_sites(h));
+    TAKE(cm->d_cell_keys, T * (size_t)h->NL);
     TAKE(cm->emb, T * C);
     TAKE(cm->ln_e_mean, T);
     TAKE(cm->ln_e_rstd, T);
@@ -209,10 +222,12 @@ static scfm_status reserve(scfm_cuda_model *cm, const scfm_batch *b, size_t prob
         free(cm->h_positions);
         free(cm->h_token_cell);
         free(cm->h_keys);
+        free(cm->h_cell_keys);
         cm->h_positions = malloc(sizeof(int32_t) * (size_t)cap);
         cm->h_token_cell = malloc(sizeof(int32_t) * (size_t)cap);
         cm->h_keys = malloc(sizeof(uint64_t) * (size_t)cap * (size_t)n_sites(cm->host));
-        cm->h_cap = cm->h_positions && cm->h_token_cell && cm->h_keys ? cap : 0;
+        cm->h_cell_keys = malloc(sizeof(uint64_t) * (size_t)cap * (size_t)cm->host->NL);
+        cm->h_cap = cm->h_positions && cm->h_token_cell && cm->h_keys && cm->h_cell_keys ? cap : 0;
         if (!cm->h_cap) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for a batch of %d tokens", b->n_tokens);
     }
     if (b->n_tokens <= cm->cap_T && b->n_targets <= cm->cap_N && probs <= cm->cap_probs) return SCFM_OK;
@@ -298,6 +313,28 @@ static const float *hidden(const scfm_cuda_model *cm) {
     return cm->host->cfg.norm == SCFM_NORM_PRE ? cm->fin : layer_output(cm, cm->host->NL - 1);
 }
 
+/* Attention of layer l: ctx[T,C] from qkv, keeping the probabilities (or,
+ * flash, each row's log-sum-exp) in probs; and back to dqkv from dtmp2. */
+static const uint64_t *cell_keys(const scfm_cuda_model *cm, int l) {
+    return cm->d_cell_keys + (size_t)l * (size_t)cm->T;
+}
+
+static scfm_status attention_forward(scfm_cuda_model *cm, int l, layer_acts *a, const scfm_attention_dropout *drop,
+                                     scfm_error *err) {
+    if (!cm->flash) return scfm_cuda_attention_forward(cm->ctx, a->ctx, a->probs, a->qkv, &cm->plan, cm->host->C, drop, err);
+    return scfm_cuda_flash_forward(cm->ctx, a->ctx, a->probs, a->qkv, &cm->tiles, cm->host->C, cm->host->NH,
+                                   cell_keys(cm, l), drop->p, err);
+}
+
+static scfm_status attention_backward(scfm_cuda_model *cm, int l, layer_acts *a, const scfm_attention_dropout *drop,
+                                      scfm_error *err) {
+    if (!cm->flash)
+        return scfm_cuda_attention_backward(cm->ctx, cm->dqkv, cm->dtmp2, a->qkv, a->probs, &cm->plan, cm->host->C,
+                                            drop, err);
+    return scfm_cuda_flash_backward(cm->ctx, cm->dqkv, cm->dtmp2, a->qkv, a->ctx, a->probs, &cm->tiles, cm->host->C,
+                                    cm->host->NH, cell_keys(cm, l), drop->p, err);
+}
+
 /* ---- forward ---- */
 
 /* Post-LN:  res1 = x + drop(attn(x) w_ao);   h = LN_a(res1)
@@ -322,7 +359,7 @@ static scfm_status layer_forward(scfm_cuda_model *cm, int l, scfm_error *err) {
         attn_in = a->ln_a;
     }
     if (st == SCFM_OK) st = linear_forward(cm, a->qkv, d->attn_in16, attn_in, w->w_qkv, w->b_qkv, T, C, 3 * C, err);
-    if (st == SCFM_OK) st = scfm_cuda_attention_forward(cm->ctx, a->ctx, a->probs, a->qkv, &cm->plan, C, &drop, err);
+    if (st == SCFM_OK) st = attention_forward(cm, l, a, &drop, err);
     if (st == SCFM_OK) st = linear_forward(cm, a->res1, d->ctx16, a->ctx, w->w_ao, w->b_ao, T, C, C, err);
     if (st == SCFM_OK) st = dropout(cm, a->res1, a->res1, scfm_layer_site(l, SCFM_SITE_ATTN_OUT), err);
     if (st == SCFM_OK) st = add_inplace(cm, a->res1, x, TC, err);
@@ -352,11 +389,22 @@ static scfm_status stage_batch(scfm_cuda_model *cm, const scfm_batch *b, scfm_er
             cm->h_positions[t] = t - b->cell_offsets[c];
             cm->h_token_cell[t] = c;
         }
-    if (cm->have_plan) scfm_cuda_varlen_plan_free(&cm->plan);
-    cm->have_plan = 0;
-    scfm_status st = scfm_cuda_varlen_plan_build(&cm->plan, b->cell_offsets, b->n_cells, h->NH, err);
+    scfm_status st = SCFM_OK;
+    if (cm->flash) {
+        st = scfm_cuda_flash_plan_build(&cm->tiles, b->cell_offsets, b->n_cells, err);
+        if (st == SCFM_OK) st = scfm_cuda_flash_plan_upload(cm->ctx, &cm->tiles, err);
+    } else {
+        if (cm->have_plan) scfm_cuda_varlen_plan_free(&cm->plan);
+        cm->have_plan = 0;
+        st = scfm_cuda_varlen_plan_build(&cm->plan, b->cell_offsets, b->n_cells, h->NH, err);
+        cm->have_plan = st == SCFM_OK;
+    }
     if (st != SCFM_OK) return st;
-    cm->have_plan = 1;
+    const int attention_dropping = cm->flash && cm->training && h->cfg.attention_dropout > 0.0;
+    for (int l = 0; attention_dropping && l < h->NL; l++)
+        for (int c = 0; c < b->n_cells; c++)
+            cm->h_cell_keys[(size_t)l * T + c] =
+                scfm_dropout_cell_key(cm->seed, cm->epoch, scfm_layer_site(l, SCFM_SITE_ATTN_PROBS), b->cell_ids[c]);
     if (cm->dropping) {
         /* the keys of dropout_tokens in model.c, site by site */
         for (int s = 0; s < n_sites(h); s++) {
@@ -377,6 +425,7 @@ static scfm_status stage_batch(scfm_cuda_model *cm, const scfm_batch *b, scfm_er
         {cm->d_target_index, b->target_index, sizeof(int32_t) * (size_t)b->n_targets},
         {cm->d_target_label, b->target_label, sizeof(int32_t) * (size_t)b->n_targets},
         {cm->d_keys, cm->h_keys, cm->dropping ? sizeof(uint64_t) * (size_t)T * (size_t)n_sites(h) : 0},
+        {cm->d_cell_keys, cm->h_cell_keys, attention_dropping ? sizeof(uint64_t) * (size_t)T * (size_t)h->NL : 0},
     };
     for (size_t i = 0; st == SCFM_OK && i < sizeof up / sizeof up[0]; i++)
         if (up[i].bytes)
@@ -409,7 +458,9 @@ scfm_status scfm_cuda_model_forward(scfm_cuda_model *cm, const scfm_batch *b, in
     const scfm_model *h = cm->host;
     *loss_sum = 0.0;
     scfm_status st = scfm_model_check_batch(h, b, err);
-    if (st == SCFM_OK) st = reserve(cm, b, scfm_attention_probs_size(b->cell_offsets, b->n_cells, h->NH), err);
+    const size_t probs = cm->flash ? (size_t)h->NH * (size_t)b->n_tokens
+                                   : scfm_attention_probs_size(b->cell_offsets, b->n_cells, h->NH);
+    if (st == SCFM_OK) st = reserve(cm, b, probs, err);
     if (st != SCFM_OK) return st;
     cm->T = b->n_tokens;
     cm->N = h->w_mlm > 0.0 ? b->n_targets : 0;
@@ -501,8 +552,7 @@ static scfm_status layer_backward(scfm_cuda_model *cm, int l, scfm_error *err) {
         if (st == SCFM_OK)
             st = scfm_cuda_linear_backward(ctx, cm->dtmp2, g->w_ao, g->b_ao, cm->dtmp1, d->ctx16,
                                            bf16_of(cm, w->w_ao), T, C, C, 0, err);
-        if (st == SCFM_OK)
-            st = scfm_cuda_attention_backward(ctx, cm->dqkv, cm->dtmp2, a->qkv, a->probs, &cm->plan, C, &drop, err);
+        if (st == SCFM_OK) st = attention_backward(cm, l, a, &drop, err);
         if (st == SCFM_OK)
             st = scfm_cuda_linear_backward(ctx, cm->dres, g->w_qkv, g->b_qkv, cm->dqkv, d->attn_in16,
                                            bf16_of(cm, w->w_qkv), T, C, 3 * C, 1, err);
@@ -523,8 +573,7 @@ static scfm_status layer_backward(scfm_cuda_model *cm, int l, scfm_error *err) {
     if (st == SCFM_OK)
         st = scfm_cuda_linear_backward(ctx, cm->dtmp2, g->w_ao, g->b_ao, cm->dtmp1, d->ctx16, bf16_of(cm, w->w_ao), T,
                                        C, C, 0, err);
-    if (st == SCFM_OK)
-        st = scfm_cuda_attention_backward(ctx, cm->dqkv, cm->dtmp2, a->qkv, a->probs, &cm->plan, C, &drop, err);
+    if (st == SCFM_OK) st = attention_backward(cm, l, a, &drop, err);
     if (st == SCFM_OK)
         st = scfm_cuda_linear_backward(ctx, cm->dtmp1, g->w_qkv, g->b_qkv, cm->dqkv, d->attn_in16,
                                        bf16_of(cm, w->w_qkv), T, C, 3 * C, 0, err);

@@ -73,3 +73,54 @@ scfm_status scfm_cuda_varlen_plan_build(scfm_cuda_varlen_plan *plan, const int32
     free(sorted);
     return SCFM_OK;
 }
+
+/* ---- the flash attention tiles ---- */
+
+void scfm_cuda_flash_plan_free(scfm_cuda_flash_plan *plan) {
+    free(plan->tiles);
+    scfm_cuda_free(plan->d_tiles);
+    memset(plan, 0, sizeof *plan);
+}
+
+scfm_status scfm_cuda_flash_plan_build(scfm_cuda_flash_plan *plan, const int32_t *cell_offsets, int n_cells,
+                                       scfm_error *err) {
+    if (n_cells < 0) return scfm_fail(err, SCFM_ERR_ARG, "attention tiles: %d cells", n_cells);
+    int n = 0;
+    for (int c = 0; c < n_cells; c++) {
+        const int L = cell_offsets[c + 1] - cell_offsets[c];
+        if (L < 0) return scfm_fail(err, SCFM_ERR_ARG, "attention tiles: cell %d ends before it starts", c);
+        n += (L + SCFM_CUDA_FLASH_TILE - 1) / SCFM_CUDA_FLASH_TILE;
+    }
+    if (n > plan->cap) {
+        scfm_cuda_flash_tile *grown = realloc(plan->tiles, sizeof *grown * (size_t)n);
+        if (!grown) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for %d attention tiles", n);
+        plan->tiles = grown;
+        plan->cap = n;
+    }
+    plan->n_tiles = 0;
+    for (int c = 0; c < n_cells; c++) {
+        const int start = cell_offsets[c], L = cell_offsets[c + 1] - start;
+        for (int first = 0; first < L; first += SCFM_CUDA_FLASH_TILE)
+            plan->tiles[plan->n_tiles++] = (scfm_cuda_flash_tile){start, L, first, c};
+    }
+    plan->n_tokens = n_cells > 0 ? cell_offsets[n_cells] : 0;
+    return SCFM_OK;
+}
+
+scfm_status scfm_cuda_flash_plan_upload(scfm_cuda_ctx *ctx, scfm_cuda_flash_plan *plan, scfm_error *err) {
+    scfm_status st = SCFM_OK;
+    if (plan->n_tiles > plan->d_cap) {
+        /* the old tiles may still be read by work in flight */
+        if ((st = scfm_cuda_sync(ctx, err)) != SCFM_OK) return st;
+        scfm_cuda_free(plan->d_tiles);
+        plan->d_tiles = NULL;
+        plan->d_cap = 0;
+        if ((st = scfm_cuda_alloc((void **)&plan->d_tiles, sizeof *plan->d_tiles * (size_t)plan->cap, err)) != SCFM_OK)
+            return st;
+        plan->d_cap = plan->cap;
+    }
+    if (plan->n_tiles == 0) return SCFM_OK;
+    return scfm_cuda_check(cudaMemcpyAsync(plan->d_tiles, plan->tiles, sizeof *plan->tiles * (size_t)plan->n_tiles,
+                                           cudaMemcpyHostToDevice, ctx->stream),
+                           "upload of attention tiles", err);
+}
