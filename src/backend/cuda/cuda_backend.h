@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "backend/cuda/device.h"
+#include "backend/cuda/flash.h"
 #include "scfm/core.h"
 #include "scfm/dist.h"
 #include "scfm/model.h"
@@ -203,11 +204,6 @@ scfm_status scfm_cuda_attention_softmax_backward(scfm_cuda_ctx *ctx, float *cons
  * Tiles of SCFM_CUDA_FLASH_TILE rows of one cell; a block computes one tile
  * of one head with bf16 tensor-core products and an online softmax, keeping
  * no probabilities (docs/cuda.md). Heads of width 16, 32 or 64. */
-#define SCFM_CUDA_FLASH_TILE 64
-typedef struct {
-    int32_t start, len;   /* the cell's first token in the stream, its length */
-    int32_t first, cell;  /* the tile's first row in the cell, the cell's index in the batch */
-} scfm_cuda_flash_tile;
 typedef struct {
     int n_tiles, n_tokens;
     scfm_cuda_flash_tile *tiles;   /* host [n_tiles] */
