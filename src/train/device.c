@@ -1,9 +1,11 @@
 /* Loading the device backend (src/train/device.h): libscfm_cuda.so is
  * opened only when a run asks for train.backend "cuda", so CPU runs never
- * map the CUDA libraries. */
+ * map the CUDA libraries. SCFM_CUDA_LIBRARY picks another build of it (the
+ * tests point it at the CPU-emulated one, tests/cuda/emu). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "train/device.h"
@@ -17,6 +19,13 @@ scfm_status scfm_device_ops_load(const scfm_device_ops **ops, scfm_error *err) {
 #else
     static void *handle;
     char first[SCFM_PATH_MAX] = "";
+    const char *named = getenv("SCFM_CUDA_LIBRARY");
+    if (!handle && named && *named) {
+        handle = dlopen(named, RTLD_NOW | RTLD_LOCAL);
+        if (!handle)
+            return scfm_fail(err, SCFM_ERR_CONFIG, "cannot load the CUDA backend SCFM_CUDA_LIBRARY=%s: %s", named,
+                             dlerror());
+    }
     if (!handle) {
         /* beside libscfm, where the build and the install put it */
         Dl_info self;

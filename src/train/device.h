@@ -29,6 +29,8 @@ typedef struct {
      * comm when ranks share a device, which NCCL refuses). */
     scfm_status (*create)(scfm_comm *comm, const scfm_model *host, scfm_device_trainer **out, scfm_error *err);
     void (*destroy)(scfm_device_trainer *t);
+    /* Devices this process sees; 0 with the reason in *why. */
+    int (*devices)(scfm_error *why);
     /* A short description of the device, for the run's log line. */
     const char *(*describe)(const scfm_device_trainer *t);
     /* Host parameters and AdamW moments (NULL: zero) onto the device, or back. */
@@ -62,8 +64,9 @@ typedef const scfm_device_ops *(*scfm_device_ops_fn)(void);
 #define SCFM_DEVICE_OPS_SYMBOL "scfm_cuda_device_ops"
 const scfm_device_ops *scfm_cuda_device_ops(void);
 
-/* Loads the CUDA backend (libscfm_cuda.so beside libscfm, then the loader's
- * search path); an error says why it cannot. */
+/* Loads the CUDA backend: the library SCFM_CUDA_LIBRARY names, else
+ * libscfm_cuda.so beside libscfm, then the loader's search path; an error
+ * says why it cannot. */
 scfm_status scfm_device_ops_load(const scfm_device_ops **ops, scfm_error *err);
 
 #endif

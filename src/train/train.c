@@ -19,9 +19,6 @@
 #include "scfm/model.h"
 #include "scfm/train.h"
 #include "train/device.h"
-#ifdef SCFM_HAVE_CUDA
-#include "backend/cuda/device.h"
-#endif
 
 static void write_metrics(FILE *f, const scfm_train_progress *p) {
     fprintf(f,
@@ -481,10 +478,8 @@ static scfm_status check_backend(const scfm_config *cfg, const scfm_train_option
     scfm_error why = {0};
     if (scfm_device_ops_load(ops, &why) != SCFM_OK)
         return scfm_fail(err, why.status, "%s: train.backend \"cuda\": %s", where, why.message);
-#ifdef SCFM_HAVE_CUDA
-    if (scfm_cuda_device_count(&why) == 0)
+    if ((*ops)->devices(&why) == 0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: train.backend \"cuda\": %s", where, why.message);
-#endif
     return SCFM_OK;
 }
 

@@ -3,12 +3,17 @@
  * CUDA device is found), through the trainer interface that train.c uses.
  *
  * Tolerances: the loss within 1e-2 relative; each parameter tensor's
- * gradient within 3e-2 in relative L2 norm (||gpu - cpu|| / ||cpu||, the
- * denominator at least 1e-3 of the whole gradient's norm); the
+ * gradient in relative L2 norm (||gpu - cpu|| / ||cpu||, the denominator at
+ * least 1e-3 of the whole gradient's norm) within 3e-2 with GELU: the
  * Linear layers multiply bf16 operands (8 bits of mantissa, 2^-9 relative
- * rounding per operand) with fp32 accumulation, so a few 1e-3 per layer is
- * expected and 3e-2 leaves room for 2-3 layers of it through the
- * backward. First estimates: they have not run on a GPU yet (docs/cuda.md). */
+ * rounding per operand) with fp32 accumulation, a few 1e-3 per layer. With
+ * ReLU, within 1.5e-1: its gradient jumps at 0, and bf16 inputs move about
+ * 0.2% of the pre-activations across 0, each taking its unit's whole
+ * gradient with it, so the relative L2 difference is about sqrt(0.002) =
+ * 5% (4e-2 to 9e-2 measured in the emulated backend, against 2e-2 at most
+ * with GELU). First estimates for a GPU, where this has not run yet
+ * (docs/cuda.md); cuda.test_cuda_model_emulated runs the same test on the
+ * CPU through tests/cuda/emu. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,7 +82,9 @@ static double relative_l2(const float *got, const float *want, size_t n, double 
 
 /* One forward and backward on both backends from the same weights, with
  * attention as flash tiles or as batched GEMMs (SCFM_CUDA_ATTENTION). */
-static void compare_with(scfm_norm norm, scfm_activation act, double dropout, const char *name, const char *attention) {
+static void compare_with(scfm_norm norm, scfm_activation act, double dropout, const char *name,
+                         const char *attention) {
+    const double tolerance = act == SCFM_ACT_RELU ? 1.5e-1 : 3e-2;
     setenv("SCFM_CUDA_ATTENTION", attention, 1);
     scfm_model_config cfg = config(norm, act, dropout);
     scfm_model *m = NULL;
@@ -114,8 +121,8 @@ static void compare_with(scfm_norm norm, scfm_activation act, double dropout, co
     for (int k = 0; k < scfm_model_num_tensors(m); k++) {
         const scfm_tensor_info *ti = scfm_model_tensor(m, k);
         const double e = relative_l2(grads + ti->offset, scfm_model_grads(m) + ti->offset, ti->size, floor);
-        if (!(e < 3e-2)) printf("  gradient of %s: relative L2 error %.3e\n", ti->name, e);
-        CU_ASSERT(e < 3e-2);
+        if (!(e < tolerance)) printf("  gradient of %s: relative L2 error %.3e\n", ti->name, e);
+        CU_ASSERT(e < tolerance);
         if (!(e <= worst)) {
             worst = e;
             worst_name = ti->name;
@@ -155,12 +162,16 @@ static void compare(scfm_norm norm, scfm_activation act, double dropout, const c
     unsetenv("SCFM_CUDA_ATTENTION");
 }
 
-static void test_post_ln_relu(void) { compare(SCFM_NORM_POST, SCFM_ACT_RELU, 0.0, "post-LN, ReLU, no dropout"); }
-static void test_pre_ln_gelu(void) { compare(SCFM_NORM_PRE, SCFM_ACT_GELU, 0.0, "pre-LN, GELU, no dropout"); }
+static void test_post_ln(void) { compare(SCFM_NORM_POST, SCFM_ACT_GELU, 0.0, "post-LN, GELU, no dropout"); }
+static void test_pre_ln(void) { compare(SCFM_NORM_PRE, SCFM_ACT_GELU, 0.0, "pre-LN, GELU, no dropout"); }
 /* The same dropout masks on both backends (keyed by seed, epoch, site, cell
  * and position). */
-static void test_post_ln_dropout(void) { compare(SCFM_NORM_POST, SCFM_ACT_RELU, 0.1, "post-LN, ReLU, dropout 0.1"); }
+static void test_post_ln_dropout(void) { compare(SCFM_NORM_POST, SCFM_ACT_GELU, 0.1, "post-LN, GELU, dropout 0.1"); }
 static void test_pre_ln_dropout(void) { compare(SCFM_NORM_PRE, SCFM_ACT_GELU, 0.1, "pre-LN, GELU, dropout 0.1"); }
+/* Geneformer's configuration */
+static void test_post_ln_relu_dropout(void) {
+    compare(SCFM_NORM_POST, SCFM_ACT_RELU, 0.1, "post-LN, ReLU, dropout 0.1");
+}
 
 /* What the device model cannot run is refused, not run on the CPU. */
 static void test_refusals(void) {
@@ -177,10 +188,11 @@ static void test_refusals(void) {
 }
 
 static CU_TestInfo tests[] = {
-    {"post-LN ReLU against the CPU", test_post_ln_relu},
-    {"pre-LN GELU against the CPU", test_pre_ln_gelu},
+    {"post-LN against the CPU", test_post_ln},
+    {"pre-LN against the CPU", test_pre_ln},
     {"post-LN with dropout against the CPU", test_post_ln_dropout},
     {"pre-LN with dropout against the CPU", test_pre_ln_dropout},
+    {"post-LN, ReLU, dropout (Geneformer's) against the CPU", test_post_ln_relu_dropout},
     {"what the device model refuses", test_refusals},
     CU_TEST_INFO_NULL,
 };

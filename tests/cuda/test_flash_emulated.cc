@@ -1,7 +1,7 @@
 // The flash attention kernels (src/backend/cuda/flash_kernels.cuh) run on
 // the CPU through a stand-in for CUDA (tests/cuda/emu/), against the CPU's
 // attention: the same kernel source that runs on a GPU, each block's
-// threads as host threads with real barriers, the WMMA tiles with their
+// threads as fibers with real barriers, the WMMA tiles with their
 // documented layouts and bf16 rounding. It checks the kernels' indexing,
 // tiling, online softmax, dropout masks and synchronisation where no GPU
 // is; what it cannot check is the hardware (fragment layouts inside a warp,
@@ -76,15 +76,15 @@ static void flash_case(float p) {
     scfm_cuda::dropout_params(p, &threshold, &keep_scale);
 
     std::vector<float> got_out((size_t)T * C, NAN), lse((size_t)heads * T, NAN), got_dqkv((size_t)T * 3 * C, 0.0f);
-    const emu_dim3 grid{(unsigned)tiles.size(), (unsigned)heads, 1};
-    emu_launch(grid, kThreads, [&] {
+    const dim3 grid((unsigned)tiles.size(), (unsigned)heads);
+    emu_launch(grid, dim3(kThreads), [&] {
         flash_forward_kernel<D>(got_out.data(), lse.data(), qkv.data(), tiles.data(), T, C, scale, cell_keys,
                                 threshold, keep_scale);
     });
     std::vector<float> delta((size_t)heads * T);
-    emu_launch(emu_dim3{4, 1, 1}, 64,
+    emu_launch(dim3(4), dim3(64),
                [&] { flash_delta_kernel(delta.data(), dout.data(), got_out.data(), T, C, D); });
-    emu_launch(grid, kThreads, [&] {
+    emu_launch(grid, dim3(kThreads), [&] {
         flash_backward_kernel<D>(got_dqkv.data(), dout.data(), qkv.data(), lse.data(), delta.data(), tiles.data(), T,
                                  C, scale, cell_keys, threshold, keep_scale);
     });

@@ -224,6 +224,7 @@ static scfm_status trainer_update(scfm_device_trainer *t, float clip_scale, int6
 static const scfm_device_ops cuda_ops = {
     .create = trainer_create,
     .destroy = trainer_destroy,
+    .devices = scfm_cuda_device_count,
     .describe = trainer_describe,
     .upload = trainer_upload,
     .download = trainer_download,

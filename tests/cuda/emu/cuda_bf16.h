@@ -18,6 +18,8 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
     return {(uint16_t)(u >> 16)};
 }
 
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
+
 inline float __bfloat162float(__nv_bfloat16 h) {
     const uint32_t u = (uint32_t)h.bits << 16;
     float f;

@@ -9,6 +9,7 @@
 #define SCFM_TESTS_CUDA_EMU_MMA_H
 
 #include "cuda_bf16.h"
+#include "cuda_emu.h"
 
 namespace nvcuda {
 namespace wmma {
