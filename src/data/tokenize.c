@@ -11,6 +11,7 @@
  * mode encodes nothing: a cell's tokens are the columns of a gene set where
  * it has a count, written with the raw counts and its library size. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +315,24 @@ typedef struct {
     int *map_len;           /* [input] */
 } obs_column;
 
+/* One thread's buffers for the cell it encodes. */
+typedef struct {
+    int32_t *row_tokens;
+    float *row_counts;
+    scfm_cell_entry *entries;         /* twice cap: the encoders' scratch */
+    float *dense;                     /* include_zeros: [vocab size] one cell's counts, zeros between cells */
+    int64_t cap;
+} cell_scratch;
+
+/* What encoding one cell of a read leaves for adding it to the share. */
+enum { CELL_FAILED, CELL_NOMEM, CELL_EMPTY, CELL_EMPTY_IN_VOCAB, CELL_ENCODED };
+typedef struct {
+    double total, outside;            /* its total; the sum of its counts outside the vocabulary */
+    int64_t at;                       /* where in the share its tokens were written */
+    int32_t len;
+    uint8_t state, integers, has_outside, cut, zero_in_set;
+} cell_result;
+
 typedef struct {
     const scfm_vocab *vocab;
     const scfm_tokenize_options *opt;
@@ -331,13 +350,11 @@ typedef struct {
     int n_set;
     int32_t *column;                  /* counts mode: [vocab size] a token's column in set_tokens, -1 outside */
     int32_t *gene_token;              /* the open input's columns: token, -1 outside, -2 ambiguous */
-    float *dense;                     /* include_zeros: [vocab size] one cell's counts */
     scfm_cells_chunk chunk;
-    /* one cell */
-    int32_t *row_tokens;
-    float *row_counts;
-    scfm_cell_entry *entries;         /* twice row_cap: the encoders' scratch */
-    int64_t row_cap;
+    /* the cells of one read */
+    cell_scratch *scratch;            /* [n_scratch] one per thread */
+    int n_scratch;
+    cell_result *results;             /* [ROUND_CELLS] */
     /* this rank's share of a round */
     int64_t n_cells, n_tokens, cells_cap, tokens_cap;
     int64_t *offsets, *cell_ids;
@@ -657,8 +674,7 @@ static scfm_status list_set(tokenizer *t, scfm_error *err) {
     if (!counts && !t->opt->include_zeros) return SCFM_OK;
     t->set_tokens = malloc(sizeof(int32_t) * (size_t)vocab_size);
     if (counts) t->column = malloc(sizeof(int32_t) * (size_t)vocab_size);
-    else t->dense = calloc((size_t)vocab_size, sizeof(float));
-    if (!t->set_tokens || !(counts ? (void *)t->column : (void *)t->dense))
+    if (!t->set_tokens || (counts && !t->column))
         return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     t->n_set = 0;
     for (int64_t token = 0; token < vocab_size; token++) {
@@ -691,15 +707,15 @@ static int grow_round(tokenizer *t, int64_t cells, int64_t tokens) {
     return 1;
 }
 
-/* Room for one cell of n entries. */
-static int grow_row(tokenizer *t, int64_t n) {
-    if (n <= t->row_cap) return 1;
-    int64_t cap = next_cap(t->row_cap, n);
-    if (!resize(&t->row_tokens, sizeof(int32_t) * (size_t)cap) ||
-        !resize(&t->row_counts, sizeof(float) * (size_t)cap) ||
-        !resize(&t->entries, 2 * sizeof(scfm_cell_entry) * (size_t)cap))
+/* Room for one cell of n entries in one thread's scratch. */
+static int grow_scratch(cell_scratch *s, int64_t n) {
+    if (n <= s->cap) return 1;
+    int64_t cap = next_cap(s->cap, n);
+    if (!resize(&s->row_tokens, sizeof(int32_t) * (size_t)cap) ||
+        !resize(&s->row_counts, sizeof(float) * (size_t)cap) ||
+        !resize(&s->entries, 2 * sizeof(scfm_cell_entry) * (size_t)cap))
         return 0;
-    t->row_cap = cap;
+    s->cap = cap;
     return 1;
 }
 
@@ -709,15 +725,16 @@ static int grow_row(tokenizer *t, int64_t n) {
  * integer below 2^53, exact in double whatever the order, so an integer sum
  * that the compiler vectorises gives the same total (it vectorises the
  * comparisons only when told that no one reads floating-point exception
- * flags, true here). */
+ * flags, true here). *integers says whether the cell is such a cell. */
 __attribute__((optimize("no-trapping-math")))
-static scfm_status cell_total(const tokenizer *t, int k, int64_t i, double *total, scfm_error *err) {
+static scfm_status cell_total(const tokenizer *t, int k, int64_t i, double *total, int *integers, scfm_error *err) {
     const scfm_cells_chunk *ch = &t->chunk;
     const float *v = ch->values + ch->indptr[i];
     const int64_t n = ch->indptr[i + 1] - ch->indptr[i];
-    int integers = n < ((int64_t)1 << 22);
-    for (int64_t e = 0; e < n; e++) integers &= (v[e] >= 0.0f) & (v[e] < 2147483648.0f) & (v[e] == truncf(v[e]));
-    if (!integers) return scfm_corpus_cell_total(&t->corpus, k, ch, i, total, err);
+    int whole = n < ((int64_t)1 << 22);
+    for (int64_t e = 0; e < n; e++) whole &= (v[e] >= 0.0f) & (v[e] < 2147483648.0f) & (v[e] == truncf(v[e]));
+    *integers = whole;
+    if (!whole) return scfm_corpus_cell_total(&t->corpus, k, ch, i, total, err);
     int64_t sum = 0;
     for (int64_t e = 0; e < n; e++) sum += (int32_t)v[e];
     *total = (double)sum;
@@ -738,103 +755,176 @@ static void close_cell(tokenizer *t, int k, int64_t cell, int64_t i, int len) {
 }
 
 /* Counts mode: the cell's n genes of the set (vocabulary tokens, any order)
- * as columns in ascending order with their raw counts, and its library
- * size. A cell with a library but no count in the set is kept, all zeros:
- * a count model explains its zeros too. */
-static void add_counts(tokenizer *t, int k, int64_t cell, int64_t i, const float *counts, int n, double total) {
-    scfm_cell_entry *e = t->entries;
+ * as columns in ascending order with their raw counts, from r->at. A cell
+ * with a library but no count in the set is kept, all zeros: a count model
+ * explains its zeros too. */
+static void add_counts(const tokenizer *t, cell_scratch *s, const float *counts, int n, cell_result *r) {
+    scfm_cell_entry *e = s->entries;
     int m = 0;
     for (int j = 0; j < n; j++) {
         if (!(counts[j] > 0.0f)) continue; /* a stored zero */
-        e[m].token = t->column[t->row_tokens[j]];
+        e[m].token = t->column[s->row_tokens[j]];
         e[m].value = counts[j];
         e[m++].key = 0;
     }
     sort_entries(e, e + m, m);
     for (int j = 0; j < m; j++) {
-        t->tokens[t->n_tokens + j] = e[j].token;
-        t->counts[t->n_tokens + j] = (float)e[j].value;
+        t->tokens[r->at + j] = e[j].token;
+        t->counts[r->at + j] = (float)e[j].value;
     }
-    t->cells_zero_in_set += m == 0;
-    t->library[t->n_cells] = (float)total;
-    close_cell(t, k, cell, i, m);
+    r->zero_in_set = m == 0;
+    r->len = m;
 }
 
-/* Cell i of the chunk (global id `cell`, from input k) onto this rank's share. */
-static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scfm_error *err) {
+/* Encodes cell i of the chunk (global id `cell`, from input k) with one
+ * thread's scratch into the share's tokens (and values or counts) from
+ * r->at, and says in r what else it would add to the share. Touches nothing
+ * else of t, so the cells of a read are encoded in parallel. */
+static void encode_cell(const tokenizer *t, cell_scratch *s, int k, int64_t cell, int64_t i, cell_result *r) {
     const scfm_tokenize_options *o = t->opt;
     const scfm_vocab *v = t->vocab;
     const scfm_cells_chunk *ch = &t->chunk;
     double total = 0.0;
-    scfm_status st = cell_total(t, k, i, &total, err);
-    if (st != SCFM_OK) return st;
-    /* All counts, summed per cell: the same sum as entry by entry for
-     * integer counts, and only a reported share otherwise. */
-    t->counts_in[2 * k + 1] += total;
-    if (total <= 0.0) {
-        t->cells_empty++;
-        t->skipped++;
-        return SCFM_OK;
-    }
+    int integers = 0;
+    r->len = 0;
+    r->outside = 0.0;
+    r->has_outside = r->cut = r->zero_in_set = 0;
+    r->state = CELL_FAILED;
+    if (cell_total(t, k, i, &total, &integers, NULL) != SCFM_OK) return;
+    r->total = total;
+    r->integers = (uint8_t)integers;
+    r->state = CELL_EMPTY;
+    if (total <= 0.0) return;
     const int64_t nnz = ch->indptr[i + 1] - ch->indptr[i];
-    if (!grow_row(t, nnz > t->n_set ? nnz : t->n_set) ||
-        !grow_round(t, t->n_cells + 1, t->n_tokens + (t->column ? t->n_set : o->max_length)))
-        return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    r->state = CELL_NOMEM;
+    if (!grow_scratch(s, nnz > t->n_set ? nnz : t->n_set)) return;
     const int32_t *genes = ch->genes + ch->indptr[i];
     const float *counts = ch->values + ch->indptr[i];
     int n = (int)nnz, outside = 0;
     /* The usual cell, every gene in the vocabulary and no gene set: its
      * tokens in one gather loop, its counts read where they are. */
     for (int e = 0; !t->in_set && e < n; e++) {
-        t->row_tokens[e] = t->gene_token[genes[e]];
-        outside |= t->row_tokens[e] < 0;
+        s->row_tokens[e] = t->gene_token[genes[e]];
+        outside |= s->row_tokens[e] < 0;
     }
     if (t->in_set || outside) {
         n = 0;
         for (int e = 0; e < (int)nnz; e++) {
             int32_t token = t->gene_token[genes[e]];
             if (token < 0) {
-                t->counts_in[2 * k] += counts[e];
+                r->outside += counts[e];
+                r->has_outside = 1;
                 continue;
             }
             if (t->in_set && !t->in_set[token]) continue;
-            t->row_tokens[n] = token;
-            t->row_counts[n++] = counts[e];
+            s->row_tokens[n] = token;
+            s->row_counts[n++] = counts[e];
         }
-        counts = t->row_counts;
+        counts = s->row_counts;
     }
     const int nonzero = n;
+    r->state = CELL_ENCODED;
     if (t->column) {
-        add_counts(t, k, cell, i, counts, n, total);
-        return SCFM_OK;
+        add_counts(t, s, counts, n, r);
+        return;
     }
     if (o->include_zeros && n > 0) {
         /* every gene of the set, in token order, zeros included */
-        for (int j = 0; j < n; j++) t->dense[t->row_tokens[j]] = t->row_counts[j];
+        for (int j = 0; j < n; j++) s->dense[s->row_tokens[j]] = s->row_counts[j];
         for (n = 0; n < t->n_set; n++) {
-            t->row_tokens[n] = t->set_tokens[n];
-            t->row_counts[n] = t->dense[t->set_tokens[n]];
-            t->dense[t->set_tokens[n]] = 0.0f;
+            s->row_tokens[n] = t->set_tokens[n];
+            s->row_counts[n] = s->dense[t->set_tokens[n]];
+            s->dense[t->set_tokens[n]] = 0.0f;
         }
     }
     if (nonzero == 0) {
-        t->cells_empty_in_vocab++;
-        t->skipped++;
-        return SCFM_OK;
+        r->state = CELL_EMPTY_IN_VOCAB;
+        return;
     }
     const int specials = (v->cls >= 0) + (v->eos >= 0);
-    int32_t *out = t->tokens + t->n_tokens;
-    int len;
     if (o->mode == SCFM_TOKENIZE_RANK) {
         scfm_rank_params p = {v->medians, (int32_t)v->n_special, v->target_sum, o->max_length, v->cls, v->eos};
-        len = scfm_rank_encode(&p, t->row_tokens, counts, n, total, t->entries, out);
+        r->len = scfm_rank_encode(&p, s->row_tokens, counts, n, total, s->entries, t->tokens + r->at);
     } else {
         scfm_bin_params p = {o->n_bins, o->log1p, v->target_sum, o->max_length, v->cls, v->eos, o->seed};
-        len = scfm_bin_encode(&p, cell, t->row_tokens, counts, n, total, t->entries, out,
-                              t->values + t->n_tokens);
+        r->len = scfm_bin_encode(&p, cell, s->row_tokens, counts, n, total, s->entries, t->tokens + r->at,
+                                 t->values + r->at);
     }
-    t->cells_cut += n > o->max_length - specials;
-    close_cell(t, k, cell, i, len);
+    r->cut = n > o->max_length - specials;
+}
+
+/* Adds cell i's counts outside the vocabulary to input k's, as adding them
+ * one by one does: the cell's own sum when that is the same double (integer
+ * counts, and an integer sum that stays below 2^53: every partial sum is
+ * exact), else one by one again. */
+static void add_outside(tokenizer *t, int k, int64_t i, const cell_result *r) {
+    double *sum = &t->counts_in[2 * k];
+    if (r->integers && *sum == floor(*sum) && *sum + r->outside < 9007199254740992.0) {
+        *sum += r->outside;
+        return;
+    }
+    const scfm_cells_chunk *ch = &t->chunk;
+    for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++)
+        if (t->gene_token[ch->genes[e]] < 0) *sum += ch->values[e];
+}
+
+/* The n cells of the chunk from global id `cell` (input k): each given room
+ * for as many tokens as it can have, encoded in parallel, then added to the
+ * share in cell order, where the counters and the first failing cell come
+ * out as encoding them one after the other gives them. Tokens move down
+ * only where a cell had fewer than its room (genes outside the vocabulary
+ * or the set, stored zeros). */
+static scfm_status encode_read(tokenizer *t, int k, int64_t cell, int64_t n, scfm_error *err) {
+    const scfm_tokenize_options *o = t->opt;
+    const scfm_cells_chunk *ch = &t->chunk;
+    const int specials = (t->vocab->cls >= 0) + (t->vocab->eos >= 0);
+    int64_t at = t->n_tokens;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t rows = o->include_zeros ? t->n_set : ch->indptr[i + 1] - ch->indptr[i];
+        t->results[i].at = at;
+        if (t->column) at += rows < t->n_set ? rows : t->n_set;
+        else at += rows + specials < o->max_length ? rows + specials : o->max_length;
+    }
+    if (!grow_round(t, t->n_cells + n, at)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+#pragma omp parallel num_threads(t->n_scratch) if (t->n_scratch > 1 && n > 1)
+    {
+        cell_scratch *s = &t->scratch[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < n; i++) encode_cell(t, s, k, cell + i, i, &t->results[i]);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const cell_result *r = &t->results[i];
+        if (r->state == CELL_FAILED) {
+            /* it fails again, the same way, now with its message */
+            double total = 0.0;
+            int integers = 0;
+            return cell_total(t, k, i, &total, &integers, err);
+        }
+        if (r->state == CELL_NOMEM) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+        /* All counts, summed per cell: the same sum as entry by entry for
+         * integer counts, and only a reported share otherwise. */
+        t->counts_in[2 * k + 1] += r->total;
+        if (r->state == CELL_EMPTY) {
+            t->cells_empty++;
+            t->skipped++;
+            continue;
+        }
+        if (r->has_outside) add_outside(t, k, i, r);
+        if (r->state == CELL_EMPTY_IN_VOCAB) {
+            t->cells_empty_in_vocab++;
+            t->skipped++;
+            continue;
+        }
+        t->cells_cut += r->cut;
+        t->cells_zero_in_set += r->zero_in_set;
+        if (r->at != t->n_tokens) {
+            memmove(t->tokens + t->n_tokens, t->tokens + r->at, sizeof(int32_t) * (size_t)r->len);
+            if (o->mode == SCFM_TOKENIZE_BIN) memmove(t->values + t->n_tokens, t->values + r->at, (size_t)r->len);
+            if (t->column) memmove(t->counts + t->n_tokens, t->counts + r->at, sizeof(float) * (size_t)r->len);
+        }
+        if (t->column) t->library[t->n_cells] = (float)r->total;
+        close_cell(t, k, cell + i, i, r->len);
+    }
     return SCFM_OK;
 }
 
@@ -854,10 +944,22 @@ static scfm_status encode_range(tokenizer *t, int64_t lo, int64_t hi, scfm_error
         for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
             st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, t->local_codes + (int64_t)c * ROUND_CELLS,
                                        err);
-        for (int64_t i = 0; i < n && st == SCFM_OK; i++) st = encode_cell(t, k, cell + i, i, err);
+        if (st == SCFM_OK) st = encode_read(t, k, cell, n, err);
         cell += n;
     }
     return st;
+}
+
+/* One scratch per thread that may encode. */
+static scfm_status make_scratch(tokenizer *t, scfm_error *err) {
+    t->n_scratch = omp_get_max_threads();
+    t->scratch = calloc((size_t)t->n_scratch, sizeof *t->scratch);
+    t->results = malloc(sizeof *t->results * ROUND_CELLS);
+    if (!t->scratch || !t->results) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < t->n_scratch && t->opt->include_zeros; j++)
+        if (!(t->scratch[j].dense = calloc((size_t)scfm_vocab_size(t->vocab), sizeof(float))))
+            return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    return SCFM_OK;
 }
 
 /* ---- the whole run ---- */
@@ -878,11 +980,15 @@ static void tokenizer_free(tokenizer *t) {
     free(t->counts);
     free(t->library);
     free(t->gene_token);
-    free(t->dense);
     scfm_cells_chunk_free(&t->chunk);
-    free(t->row_tokens);
-    free(t->row_counts);
-    free(t->entries);
+    for (int j = 0; t->scratch && j < t->n_scratch; j++) {
+        free(t->scratch[j].row_tokens);
+        free(t->scratch[j].row_counts);
+        free(t->scratch[j].entries);
+        free(t->scratch[j].dense);
+    }
+    free(t->scratch);
+    free(t->results);
     free(t->offsets);
     free(t->cell_ids);
     free(t->tokens);
@@ -1019,6 +1125,7 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
     }
     if (opt->hvg > 0) st = select_hvg(&t, err);
     if (st == SCFM_OK) st = list_set(&t, err);
+    if (st == SCFM_OK) st = make_scratch(&t, err);
     char normalisation[512];
     describe(&t, normalisation, sizeof normalisation);
     const char **obs_names = calloc((size_t)t.n_obs + 1, sizeof(char *));
