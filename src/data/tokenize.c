@@ -359,6 +359,8 @@ typedef struct {
     int64_t n_cells, n_tokens, cells_cap, tokens_cap;
     int64_t *offsets, *cell_ids;
     int32_t *tokens, **codes, *local_codes;
+    scfm_cells_chunk next_chunk;      /* the read after t->chunk's, read while that one is encoded */
+    int32_t *next_codes;              /* its obs codes, as local_codes */
     uint8_t *values;
     float *counts, *library;          /* counts mode */
     /* totals of this rank */
@@ -868,13 +870,33 @@ static void add_outside(tokenizer *t, int k, int64_t i, const cell_result *r) {
         if (t->gene_token[ch->genes[e]] < 0) *sum += ch->values[e];
 }
 
+/* Cells [first, first + n) of the open input into chunk, and their obs codes. */
+static scfm_status read_cells(tokenizer *t, int64_t first, int64_t n, scfm_cells_chunk *chunk, int32_t *codes,
+                              scfm_error *err) {
+    scfm_status st = scfm_matrix_read(t->corpus.m, first, n, chunk, err);
+    for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
+        st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, codes + (int64_t)c * ROUND_CELLS, err);
+    return st;
+}
+
+/* The cells of a read from global cell `cell` of input k, in a round that
+ * ends before hi. */
+static int64_t read_size(const tokenizer *t, int k, int64_t cell, int64_t hi) {
+    int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell;
+    if (t->corpus.m->small_reads && n > SMALL_READ_CELLS) n = SMALL_READ_CELLS;
+    return n;
+}
+
 /* The n cells of the chunk from global id `cell` (input k): each given room
  * for as many tokens as it can have, encoded in parallel, then added to the
  * share in cell order, where the counters and the first failing cell come
  * out as encoding them one after the other gives them. Tokens move down
  * only where a cell had fewer than its room (genes outside the vocabulary
- * or the set, stored zeros). */
-static scfm_status encode_read(tokenizer *t, int k, int64_t cell, int64_t n, scfm_error *err) {
+ * or the set, stored zeros). Meanwhile the main thread (the only one that
+ * calls HDF5 and MPI) reads the n_next cells of the input from next_first
+ * into the next chunk; its status and error are *next_st and *next_err. */
+static scfm_status encode_read(tokenizer *t, int k, int64_t cell, int64_t n, int64_t next_first, int64_t n_next,
+                               scfm_status *next_st, scfm_error *next_err, scfm_error *err) {
     const scfm_tokenize_options *o = t->opt;
     const scfm_cells_chunk *ch = &t->chunk;
     const int specials = (t->vocab->cls >= 0) + (t->vocab->eos >= 0);
@@ -888,8 +910,10 @@ static scfm_status encode_read(tokenizer *t, int k, int64_t cell, int64_t n, scf
     if (!grow_round(t, t->n_cells + n, at)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
 #pragma omp parallel num_threads(t->n_scratch) if (t->n_scratch > 1 && n > 1)
     {
+        if (n_next > 0 && omp_get_thread_num() == 0)
+            *next_st = read_cells(t, next_first, n_next, &t->next_chunk, t->next_codes, next_err);
         cell_scratch *s = &t->scratch[omp_get_thread_num()];
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, 4) nowait
         for (int64_t i = 0; i < n; i++) encode_cell(t, s, k, cell + i, i, &t->results[i]);
     }
     for (int64_t i = 0; i < n; i++) {
@@ -934,18 +958,34 @@ static scfm_status encode_range(tokenizer *t, int64_t lo, int64_t hi, scfm_error
     if (!grow_round(t, 1, 1)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     t->offsets[0] = 0;
     scfm_status st = SCFM_OK;
+    int64_t ready = -1; /* the first cell of what t->chunk holds, when read ahead */
     for (int64_t cell = lo; cell < hi && st == SCFM_OK;) {
         int k = 0;
         if ((st = select_input(t, cell, &k, err)) != SCFM_OK) break;
-        int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell,
-                first = cell - t->corpus.first[k];
-        if (t->corpus.m->small_reads && n > SMALL_READ_CELLS) n = SMALL_READ_CELLS;
-        st = scfm_matrix_read(t->corpus.m, first, n, &t->chunk, err);
-        for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
-            st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, t->local_codes + (int64_t)c * ROUND_CELLS,
-                                       err);
-        if (st == SCFM_OK) st = encode_read(t, k, cell, n, err);
-        cell += n;
+        const int64_t n = read_size(t, k, cell, hi), next = cell + n;
+        if (ready != cell) st = read_cells(t, cell - t->corpus.first[k], n, &t->chunk, t->local_codes, err);
+        /* With threads, the next read of the same input comes in while this
+         * one is encoded. */
+        const int64_t n_next =
+            t->n_scratch > 1 && next < hi && next < t->corpus.first[k + 1] ? read_size(t, k, next, hi) : 0;
+        scfm_status next_st = SCFM_OK;
+        scfm_error next_err = {0};
+        if (st == SCFM_OK)
+            st = encode_read(t, k, cell, n, next - t->corpus.first[k], n_next, &next_st, &next_err, err);
+        if (st == SCFM_OK && next_st != SCFM_OK) {
+            *err = next_err;
+            st = next_st;
+        }
+        if (n_next > 0) {
+            const scfm_cells_chunk chunk = t->chunk;
+            int32_t *codes = t->local_codes;
+            t->chunk = t->next_chunk;
+            t->next_chunk = chunk;
+            t->local_codes = t->next_codes;
+            t->next_codes = codes;
+            ready = next;
+        }
+        cell = next;
     }
     return st;
 }
@@ -973,6 +1013,7 @@ static void tokenizer_free(tokenizer *t) {
     free(t->obs);
     free(t->codes);
     free(t->local_codes);
+    free(t->next_codes);
     free(t->counts_in);
     free(t->in_set);
     free(t->set_tokens);
@@ -981,6 +1022,7 @@ static void tokenizer_free(tokenizer *t) {
     free(t->library);
     free(t->gene_token);
     scfm_cells_chunk_free(&t->chunk);
+    scfm_cells_chunk_free(&t->next_chunk);
     for (int j = 0; t->scratch && j < t->n_scratch; j++) {
         free(t->scratch[j].row_tokens);
         free(t->scratch[j].row_counts);
@@ -1113,7 +1155,8 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
     if (st == SCFM_OK) {
         t.codes = calloc((size_t)t.n_obs + 1, sizeof(int32_t *));
         t.local_codes = malloc(sizeof(int32_t) * ROUND_CELLS * (size_t)(t.n_obs + 1));
-        if (!t.codes || !t.local_codes) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+        t.next_codes = malloc(sizeof(int32_t) * ROUND_CELLS * (size_t)(t.n_obs + 1));
+        if (!t.codes || !t.local_codes || !t.next_codes) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     }
     /* Nothing is created before every rank has read the inputs' descriptions. */
     st = scfm_comm_agree(comm, st, err);
