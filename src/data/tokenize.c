@@ -84,6 +84,8 @@ enum {
     RANK_PASSES = 6,            /* 64 bits */
     RANK_TOP_BITS = 12,         /* at most 4,096 buckets in the first pass */
     RANK_SMALL = 32,            /* buckets up to this size sorted by insertion */
+    RANK_COARSE_BITS = 8,       /* rank_sort_adaptive's coarse ranges */
+    RANK_ADAPTIVE_MIN = 512,    /* words from which rank_sort adapts its buckets */
 };
 
 /* Sorts u[0, n) ascending; tmp holds n words; only the low `bits` bits may
@@ -124,8 +126,9 @@ static void insertion_sort(uint64_t *u, int n) {
 
 /* Sorts the first `keep` of the n words (`bits` low bits may differ) into
  * out, which gets all n words, those past keep in no particular order;
- * word's n words are scratch. */
-static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits) {
+ * word's n words are scratch. The first pass spreads the words over the
+ * buckets of their top bits. */
+static void rank_sort_top(uint64_t *word, uint64_t *out, int n, int keep, int bits) {
     const int top = bits < RANK_TOP_BITS ? bits : RANK_TOP_BITS, shift = bits - top;
     uint32_t start[(1 << RANK_TOP_BITS) + 1];
     const int buckets = 1 << top;
@@ -140,6 +143,72 @@ static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits) 
         else if (rank_radix(out + lo, word + lo, size, shift) != out + lo)
             memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
     }
+}
+
+static int ceil_log2(uint32_t c) { return c > 1 ? 32 - __builtin_clz(c - 1) : 0; }
+
+/* rank_sort_top for cells of RANK_ADAPTIVE_MIN words and more, with buckets
+ * that follow the cell's values, which gather in a few narrow ranges (a few
+ * distinct counts, over medians of similar size): a coarse pass counts the
+ * words of each of 256 ranges of their top bits; a range of c words is then
+ * cut into the power of two at or above c buckets by its next bits, so that
+ * a bucket holds one or two words on average. The buckets keep the words'
+ * order (words with equal keys are in index order already); one insertion
+ * sort over the buckets up to the cut puts each in order, or where a bucket
+ * is large, the radix sort. spare holds 5n 32-bit words. */
+static void rank_sort_adaptive(uint64_t *word, uint64_t *out, int n, int keep, int bits, uint32_t *spare) {
+    const int coarse = bits < RANK_COARSE_BITS ? bits : RANK_COARSE_BITS, shift = bits - coarse, ranges = 1 << coarse;
+    uint32_t count[1 << RANK_COARSE_BITS], base[1 << RANK_COARSE_BITS], mask[1 << RANK_COARSE_BITS];
+    uint8_t below[1 << RANK_COARSE_BITS];
+    memset(count, 0, sizeof count[0] * (size_t)ranges);
+    for (int i = 0; i < n; i++) count[word[i] >> shift]++;
+    uint32_t buckets = 0;
+    for (int r = 0; r < ranges; r++) {
+        int sub = ceil_log2(count[r]);
+        sub = sub < shift ? sub : shift;
+        base[r] = buckets;
+        below[r] = (uint8_t)(shift - sub);
+        mask[r] = (1u << sub) - 1;
+        buckets += 1u << sub;
+    }
+    /* buckets < 2n + 256: bucket[n], start[buckets + 1] fit in spare */
+    uint32_t *bucket = spare, *start = spare + n;
+    memset(start, 0, sizeof start[0] * (buckets + 1));
+    for (int i = 0; i < n; i++) {
+        const uint64_t w = word[i];
+        const uint32_t r = (uint32_t)(w >> shift);
+        bucket[i] = base[r] + ((uint32_t)(w >> below[r]) & mask[r]);
+        start[bucket[i] + 1]++;
+    }
+    uint32_t largest = 0;
+    for (uint32_t b = 0; b < buckets; b++) {
+        largest = start[b + 1] > largest ? start[b + 1] : largest;
+        start[b + 1] += start[b];
+    }
+    for (int i = 0; i < n; i++) out[start[bucket[i]]++] = word[i];
+    /* start[b] is now where bucket b + 1 begins */
+    if (largest <= RANK_SMALL) {
+        /* the end of the bucket that holds the word at keep - 1 */
+        uint32_t lo = 0, hi = buckets - 1;
+        while (lo < hi) {
+            const uint32_t mid = (lo + hi) / 2;
+            if ((int)start[mid] >= keep) hi = mid;
+            else lo = mid + 1;
+        }
+        insertion_sort(out, (int)start[lo]);
+        return;
+    }
+    for (uint32_t b = 0, lo = 0; b < buckets && (int)lo < keep; lo = start[b++]) {
+        const int size = (int)(start[b] - lo);
+        if (size <= RANK_SMALL) insertion_sort(out + lo, size);
+        else if (rank_radix(out + lo, word + lo, size, shift) != out + lo)
+            memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
+    }
+}
+
+static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits, uint32_t *spare) {
+    if (n < RANK_ADAPTIVE_MIN) rank_sort_top(word, out, n, keep, bits);
+    else rank_sort_adaptive(word, out, n, keep, bits, spare);
 }
 
 /* Puts each run of words with equal cut keys (u >> index_bits) that starts
@@ -169,7 +238,8 @@ static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const ui
 
 int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const float *counts, int n,
                      double total, scfm_cell_entry *scratch, int32_t *out) {
-    /* scratch (48n bytes) is raw storage here: n keys, n tokens, 2n words. */
+    /* scratch (48n bytes) is raw storage here: n keys, 2n words, n tokens,
+     * 5n 32-bit words for the sort. */
     uint64_t *key = (uint64_t *)scratch, *word = key + n, *sorted = word + n;
     int32_t *token = (int32_t *)(sorted + n);
     const double target_sum = p->target_sum;
@@ -204,7 +274,7 @@ int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const flo
     const int key_bits = varying < 64 - index_bits ? varying : 64 - index_bits, cut = varying - key_bits;
     for (int k = 0; k < m; k++) word[k] = ((key[k] - least) >> cut) << index_bits | (uint64_t)k;
     const int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0);
-    rank_sort(word, sorted, m, keep, key_bits + index_bits);
+    rank_sort(word, sorted, m, keep, key_bits + index_bits, (uint32_t *)(token + n));
     rank_fix_runs(sorted, m, keep, index_bits, key, token);
     const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
     int len = 0;
