@@ -222,8 +222,12 @@ static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits, 
 static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const uint64_t *key,
                           const int32_t *token) {
     const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
-    for (int lo = 0; lo < n && lo < keep;) {
-        int hi = lo + 1;
+    /* A run is found at its second word; most words are alone, so the test
+     * that looks for one is rarely true. */
+    for (int second = 1; second < n && second <= keep; second++) {
+        if ((u[second] >> index_bits) != (u[second - 1] >> index_bits)) continue;
+        const int lo = second - 1;
+        int hi = second + 1;
         while (hi < n && (u[hi] >> index_bits) == (u[lo] >> index_bits)) hi++;
         for (int i = lo + 1; i < hi; i++) {
             const uint64_t w = u[i];
@@ -237,7 +241,7 @@ static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const ui
             }
             u[j] = w;
         }
-        lo = hi;
+        second = hi;
     }
 }
 
