@@ -10,8 +10,10 @@
  * round of one shard at a time, whatever the size of the corpus. Counts
  * mode encodes nothing: a cell's tokens are the columns of a gene set where
  * it has a count, written with the raw counts and its library size. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1089,9 +1091,17 @@ static scfm_status encode_range(tokenizer *t, int64_t lo, int64_t hi, scfm_error
     return st;
 }
 
-/* One scratch per thread that may encode. */
+/* One scratch per thread that may encode: OpenMP's thread count, but,
+ * unless OpenMP binds its threads itself (OMP_PROC_BIND, which also narrows
+ * this thread's mask to its place), no more threads than the CPUs the
+ * process may run on: mpirun binds a rank to one core by default, where a
+ * second thread only slows the first. */
 static scfm_status make_scratch(tokenizer *t, scfm_error *err) {
     t->n_scratch = omp_get_max_threads();
+    cpu_set_t cpus;
+    if (omp_get_proc_bind() == omp_proc_bind_false && sched_getaffinity(0, sizeof cpus, &cpus) == 0 &&
+        CPU_COUNT(&cpus) < t->n_scratch)
+        t->n_scratch = CPU_COUNT(&cpus) > 0 ? CPU_COUNT(&cpus) : 1;
     t->scratch = calloc((size_t)t->n_scratch, sizeof *t->scratch);
     t->results = malloc(sizeof *t->results * ROUND_CELLS);
     if (!t->scratch || !t->results) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
