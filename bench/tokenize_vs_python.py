@@ -4,7 +4,8 @@ plain Python (anndata + numpy) rank encoder, on the same file and vocabulary.
 
     python3 bench/tokenize_vs_python.py --build build-bench --workdir /tmp/tb \
         [--cells 100000 --genes 20000 --seed 1 | --input FILE.h5ad] \
-        [--rounds 3] [--sides scfm1,scfm2,python] [--verify] [--json out.json]
+        [--rounds 3] [--sides scfm1,scfm1x2,scfm2,python] [--baseline OLD_BUILD] \
+        [--verify] [--json out.json]
 
 Builds nothing. Steps:
 
@@ -19,9 +20,14 @@ Builds nothing. Steps:
    rotates and flips from round to round, so that a burst of load on a shared
    machine does not hit one side only:
    - scfmN: `mpirun --oversubscribe -np N scfm tokenize --mode rank --vocab
-     WORKDIR/vocab INPUT -o WORKDIR/shards_npN --force` (scfm is
-     single-threaded per rank; mpirun is used for N = 1 too, so its start-up
-     is counted);
+     WORKDIR/vocab INPUT -o WORKDIR/shards_npN --force` with
+     OMP_NUM_THREADS=1 (one thread per rank, each rank bound to a core by
+     Open MPI's default; mpirun is used for N = 1 too, so its start-up is
+     counted);
+   - scfmNxT: the same with T OpenMP threads per rank (OMP_NUM_THREADS=T,
+     `mpirun --bind-to none`, so that the threads may use other cores);
+   - baseN, baseNxT: the same with the scfm of --baseline (another build, e.g.
+     of an older commit), to compare two builds in the same rounds;
    - python: `python3 bench/python_rank_tokenizer.py INPUT --vocab
      WORKDIR/vocab -o WORKDIR/python_tokens.h5` (one process);
    every process (each MPI rank on its own) runs under `/usr/bin/time -v`,
@@ -31,7 +37,7 @@ Builds nothing. Steps:
 4. --verify: after the first round, the tokens, offsets, cell ids and obs
    codes of the Python output must equal those of scfm's shard_00000.h5
    (every cell; inputs of at most 1,000,000 cells, one shard), and the shards
-   of every scfm side must be identical to each other.
+   of every scfm (and base) side must be identical to each other.
 
 Prints Markdown tables (median wall seconds, cells/s, ratios to Python, each
 round's ratio, peak RSS per process) and the environment; --json writes every
@@ -68,7 +74,9 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sides", default="scfm1,scfm2,python",
-                   help="comma-separated: scfmN (N MPI ranks) and/or python")
+                   help="comma-separated: scfmN (N MPI ranks, one thread each), scfmNxT (T OpenMP threads "
+                        "per rank), baseN / baseNxT (the --baseline build) and/or python")
+    p.add_argument("--baseline", help="build directory of another scfm, for the base sides")
     p.add_argument("--python-sort", choices=["cell", "chunk"], default="cell")
     p.add_argument("--chunk-cells", type=int, default=8192)
     p.add_argument("--verify", action="store_true")
@@ -111,10 +119,13 @@ def run_side(side, args, scfm, vocab, inp):
                "--sort", args.python_sort, "--chunk-cells", str(args.chunk_cells)]
         ranks = 1
     else:
-        ranks = int(side[4:])
-        out = os.path.join(args.workdir, f"shards_np{ranks}")
+        kind, ranks, threads = parse_side(side)
+        binary = scfm if kind == "scfm" else os.path.abspath(os.path.join(args.baseline, "scfm"))
+        out = os.path.join(args.workdir, f"shards_{side}")
         wrapped = f'exec {TIME} -v -o {rss_dir}/rss.$OMPI_COMM_WORLD_RANK "$0" "$@"'
-        cmd = ["mpirun", "--oversubscribe", "-np", str(ranks), "sh", "-c", wrapped, scfm, "tokenize",
+        bind = ["--bind-to", "none"] if threads > 1 else []
+        cmd = ["env", f"OMP_NUM_THREADS={threads}", "mpirun", "--oversubscribe", "-x", "OMP_NUM_THREADS", *bind,
+               "-np", str(ranks), "sh", "-c", wrapped, binary, "tokenize",
                "--mode", "rank", "--vocab", vocab, inp, "-o", out, "--force"]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -133,6 +144,14 @@ def run_side(side, args, scfm, vocab, inp):
     if side == "python":
         rec["python_report"] = json.loads(r.stdout.strip().splitlines()[-1])
     return rec
+
+
+def parse_side(side):
+    """("scfm" or "base", ranks, threads per rank) of scfmN, scfmNxT, baseN, baseNxT."""
+    m = re.fullmatch(r"(scfm|base)([1-9][0-9]*)(?:x([1-9][0-9]*))?", side)
+    if not m:
+        raise SystemExit(f"unknown side {side}")
+    return m.group(1), int(m.group(2)), int(m.group(3) or 1)
 
 
 def verify(records, inp):
@@ -215,8 +234,8 @@ def main(argv):
     os.makedirs(args.workdir, exist_ok=True)
     sides = args.sides.split(",")
     for s in sides:
-        if s != "python" and not re.fullmatch(r"scfm[1-9][0-9]*", s):
-            raise SystemExit(f"unknown side {s}")
+        if s != "python" and parse_side(s)[0] == "base" and not args.baseline:
+            raise SystemExit(f"side {s} needs --baseline")
 
     inp = args.input or os.path.join(args.workdir, f"atlas_{args.cells}x{args.genes}_s{args.seed}.h5ad")
     sim_s = None
@@ -263,19 +282,29 @@ def main(argv):
     print(f"Input: {n_cells} cells x {n_genes} genes, {nnz} non-zeros ({nnz / n_cells:.0f} per cell), "
           f"{size / 1e9:.2f} GB; {args.rounds} rounds\n")
     print("| side | median wall s | cells/s | vs Python | per-round ratios | per-round wall s | "
+          "CPU s (user + sys; busiest process), median | vs Python (CPU) | CPU s, all processes, median | "
           "peak RSS per process, MiB (median over rounds) |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     py = by_side.get("python")
+    cpu = {s: [[u + y for u, y in zip(r["user_s"], r["sys_s"])] for r in rs] for s, rs in by_side.items()}
+    cpu_busiest = {s: statistics.median(max(c) for c in cs) for s, cs in cpu.items()}
     for s, rs in by_side.items():
-        ratio = per_round = "-"
+        ratio = per_round = cpu_ratio = "-"
         if py and s != "python":
             ratio = f"**{med['python'] / med[s]:.1f}x**"
             per_round = " ".join(f"{p['wall_s'] / r['wall_s']:.1f}" for r, p in zip(rs, py))
+            cpu_ratio = f"{cpu_busiest['python'] / cpu_busiest[s]:.1f}x"
         ranks = rs[0]["ranks"]
         rss = [statistics.median(r["max_rss_kb"][k] for r in rs) for k in range(ranks)]
-        name = "Python (anndata + numpy)" if s == "python" else f"scfm, {s[4:]} rank{'s' if ranks > 1 else ''}"
+        if s == "python":
+            name = "Python (anndata + numpy)"
+        else:
+            kind, n, threads = parse_side(s)
+            name = (f"{'scfm' if kind == 'scfm' else 'baseline scfm'}, {n} rank{'s' if n > 1 else ''}, "
+                    f"{threads} thread{'s' if threads > 1 else ''}{' each' if n > 1 else ''}")
         walls = " ".join(f"{r['wall_s']:.2f}" for r in rs)
         print(f"| {name} | {med[s]:.2f} | {n_cells / med[s]:.0f} | {ratio} | {per_round} | {walls} | "
+              f"{cpu_busiest[s]:.2f} | {cpu_ratio} | {statistics.median(sum(c) for c in cpu[s]):.2f} | "
               f"{fmt_rss(rss)} |")
     env = environment(args, scfm)
     print("\nEnvironment: " + json.dumps(env))

@@ -10,7 +10,10 @@
  * round of one shard at a time, whatever the size of the corpus. Counts
  * mode encodes nothing: a cell's tokens are the columns of a gene set where
  * it has a count, written with the raw counts and its library size. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <math.h>
+#include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +72,11 @@ static uint64_t ascending(double v) {
 
 static uint64_t descending(double v) { return ~ascending(v); }
 
+/* Four lanes of doubles and of their keys (GCC vector extensions: AVX
+ * where the target has it, pairs of SSE2 or NEON registers otherwise). */
+typedef double value4 __attribute__((vector_size(32)));
+typedef uint64_t key4 __attribute__((vector_size(32)));
+
 /* Rank encoding sorts 8-byte words instead of 24-byte entries: a word holds
  * the cell's key less its smallest key, cut to what fits beside the
  * entry's index, and the index below them. Sorted words are in key order
@@ -83,6 +91,8 @@ enum {
     RANK_PASSES = 6,            /* 64 bits */
     RANK_TOP_BITS = 12,         /* at most 4,096 buckets in the first pass */
     RANK_SMALL = 32,            /* buckets up to this size sorted by insertion */
+    RANK_COARSE_BITS = 8,       /* rank_sort_adaptive's coarse ranges */
+    RANK_ADAPTIVE_MIN = 512,    /* words from which rank_sort adapts its buckets */
 };
 
 /* Sorts u[0, n) ascending; tmp holds n words; only the low `bits` bits may
@@ -123,8 +133,9 @@ static void insertion_sort(uint64_t *u, int n) {
 
 /* Sorts the first `keep` of the n words (`bits` low bits may differ) into
  * out, which gets all n words, those past keep in no particular order;
- * word's n words are scratch. */
-static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits) {
+ * word's n words are scratch. The first pass spreads the words over the
+ * buckets of their top bits. */
+static void rank_sort_top(uint64_t *word, uint64_t *out, int n, int keep, int bits) {
     const int top = bits < RANK_TOP_BITS ? bits : RANK_TOP_BITS, shift = bits - top;
     uint32_t start[(1 << RANK_TOP_BITS) + 1];
     const int buckets = 1 << top;
@@ -141,14 +152,84 @@ static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits) 
     }
 }
 
+static int ceil_log2(uint32_t c) { return c > 1 ? 32 - __builtin_clz(c - 1) : 0; }
+
+/* rank_sort_top for cells of RANK_ADAPTIVE_MIN words and more, with buckets
+ * that follow the cell's values, which gather in a few narrow ranges (a few
+ * distinct counts, over medians of similar size): a coarse pass counts the
+ * words of each of 256 ranges of their top bits; a range of c words is then
+ * cut into the power of two at or above c buckets by its next bits, so that
+ * a bucket holds one or two words on average. The buckets keep the words'
+ * order (words with equal keys are in index order already); one insertion
+ * sort over the buckets up to the cut puts each in order, or where a bucket
+ * is large, the radix sort. spare holds 5n 32-bit words. */
+static void rank_sort_adaptive(uint64_t *word, uint64_t *out, int n, int keep, int bits, uint32_t *spare) {
+    const int coarse = bits < RANK_COARSE_BITS ? bits : RANK_COARSE_BITS, shift = bits - coarse, ranges = 1 << coarse;
+    uint32_t count[1 << RANK_COARSE_BITS], base[1 << RANK_COARSE_BITS], mask[1 << RANK_COARSE_BITS];
+    uint8_t below[1 << RANK_COARSE_BITS];
+    memset(count, 0, sizeof count[0] * (size_t)ranges);
+    for (int i = 0; i < n; i++) count[word[i] >> shift]++;
+    uint32_t buckets = 0;
+    for (int r = 0; r < ranges; r++) {
+        int sub = ceil_log2(count[r]);
+        sub = sub < shift ? sub : shift;
+        base[r] = buckets;
+        below[r] = (uint8_t)(shift - sub);
+        mask[r] = (1u << sub) - 1;
+        buckets += 1u << sub;
+    }
+    /* buckets < 2n + 256: bucket[n], start[buckets + 1] fit in spare */
+    uint32_t *bucket = spare, *start = spare + n;
+    memset(start, 0, sizeof start[0] * (buckets + 1));
+    for (int i = 0; i < n; i++) {
+        const uint64_t w = word[i];
+        const uint32_t r = (uint32_t)(w >> shift);
+        bucket[i] = base[r] + ((uint32_t)(w >> below[r]) & mask[r]);
+        start[bucket[i] + 1]++;
+    }
+    uint32_t largest = 0;
+    for (uint32_t b = 0; b < buckets; b++) {
+        largest = start[b + 1] > largest ? start[b + 1] : largest;
+        start[b + 1] += start[b];
+    }
+    for (int i = 0; i < n; i++) out[start[bucket[i]]++] = word[i];
+    /* start[b] is now where bucket b + 1 begins */
+    if (largest <= RANK_SMALL) {
+        /* the end of the bucket that holds the word at keep - 1 */
+        uint32_t lo = 0, hi = buckets - 1;
+        while (lo < hi) {
+            const uint32_t mid = (lo + hi) / 2;
+            if ((int)start[mid] >= keep) hi = mid;
+            else lo = mid + 1;
+        }
+        insertion_sort(out, (int)start[lo]);
+        return;
+    }
+    for (uint32_t b = 0, lo = 0; b < buckets && (int)lo < keep; lo = start[b++]) {
+        const int size = (int)(start[b] - lo);
+        if (size <= RANK_SMALL) insertion_sort(out + lo, size);
+        else if (rank_radix(out + lo, word + lo, size, shift) != out + lo)
+            memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
+    }
+}
+
+static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits, uint32_t *spare) {
+    if (n < RANK_ADAPTIVE_MIN) rank_sort_top(word, out, n, keep, bits);
+    else rank_sort_adaptive(word, out, n, keep, bits, spare);
+}
+
 /* Puts each run of words with equal cut keys (u >> index_bits) that starts
  * before `keep` in (full key, token) order: an insertion sort, linear on the
  * usual runs, whose indices already follow the tokens. */
 static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const uint64_t *key,
                           const int32_t *token) {
     const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
-    for (int lo = 0; lo < n && lo < keep;) {
-        int hi = lo + 1;
+    /* A run is found at its second word; most words are alone, so the test
+     * that looks for one is rarely true. */
+    for (int second = 1; second < n && second <= keep; second++) {
+        if ((u[second] >> index_bits) != (u[second - 1] >> index_bits)) continue;
+        const int lo = second - 1;
+        int hi = second + 1;
         while (hi < n && (u[hi] >> index_bits) == (u[lo] >> index_bits)) hi++;
         for (int i = lo + 1; i < hi; i++) {
             const uint64_t w = u[i];
@@ -162,21 +243,42 @@ static void rank_fix_runs(uint64_t *u, int n, int keep, int index_bits, const ui
             }
             u[j] = w;
         }
-        lo = hi;
+        second = hi;
     }
 }
 
 int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const float *counts, int n,
                      double total, scfm_cell_entry *scratch, int32_t *out) {
-    /* scratch (48n bytes) is raw storage here: n keys, n tokens, 2n words. */
+    /* scratch (48n bytes) is raw storage here: n keys, 2n words, n tokens,
+     * 5n 32-bit words for the sort. */
     uint64_t *key = (uint64_t *)scratch, *word = key + n, *sorted = word + n;
     int32_t *token = (int32_t *)(sorted + n);
     const double target_sum = p->target_sum;
-    /* Every entry first, a loop the compiler vectorises; the entries without
-     * a count (rare: the tokenizer passes none) are dropped afterwards. Their
-     * tokens need not have a median: they read the first gene's. */
-    int m = 0;
-    for (int k = 0; k < n; k++) {
+    /* Every entry first, four at a time in vectors (the compiler does not
+     * vectorise the medians' gather by itself, and the two divisions are
+     * most of the loop; each lane rounds as the scalar expression does); the
+     * entries without a count (rare: the tokenizer passes none) are dropped
+     * afterwards. Their tokens need not have a median: they read the first
+     * gene's. */
+    int m = 0, k = 0;
+    const value4 total4 = {total, total, total, total}, target4 = {target_sum, target_sum, target_sum, target_sum};
+    for (; k + 4 <= n; k += 4) {
+        int at[4];
+        for (int j = 0; j < 4; j++) {
+            const int has_count = counts[k + j] > 0.0f;
+            at[j] = has_count ? tokens[k + j] - p->first_gene : 0;
+            token[k + j] = tokens[k + j];
+            m += has_count;
+        }
+        const value4 c = {counts[k], counts[k + 1], counts[k + 2], counts[k + 3]};
+        const value4 med = {p->medians[at[0]], p->medians[at[1]], p->medians[at[2]], p->medians[at[3]]};
+        const value4 v = c / total4 * target4 / med;
+        key4 bits;
+        memcpy(&bits, &v, sizeof bits);
+        bits = ~bits;
+        memcpy(key + k, &bits, sizeof bits);
+    }
+    for (; k < n; k++) {
         const int has_count = counts[k] > 0.0f;
         const double median = p->medians[has_count ? tokens[k] - p->first_gene : 0];
         key[k] = descending((double)counts[k] / total * target_sum / median);
@@ -203,7 +305,7 @@ int scfm_rank_encode(const scfm_rank_params *p, const int32_t *tokens, const flo
     const int key_bits = varying < 64 - index_bits ? varying : 64 - index_bits, cut = varying - key_bits;
     for (int k = 0; k < m; k++) word[k] = ((key[k] - least) >> cut) << index_bits | (uint64_t)k;
     const int keep = p->max_length - (p->cls >= 0) - (p->eos >= 0);
-    rank_sort(word, sorted, m, keep, key_bits + index_bits);
+    rank_sort(word, sorted, m, keep, key_bits + index_bits, (uint32_t *)(token + n));
     rank_fix_runs(sorted, m, keep, index_bits, key, token);
     const uint64_t index_mask = ((uint64_t)1 << index_bits) - 1;
     int len = 0;
@@ -314,6 +416,24 @@ typedef struct {
     int *map_len;           /* [input] */
 } obs_column;
 
+/* One thread's buffers for the cell it encodes. */
+typedef struct {
+    int32_t *row_tokens;
+    float *row_counts;
+    scfm_cell_entry *entries;         /* twice cap: the encoders' scratch */
+    float *dense;                     /* include_zeros: [vocab size] one cell's counts, zeros between cells */
+    int64_t cap;
+} cell_scratch;
+
+/* What encoding one cell of a read leaves for adding it to the share. */
+enum { CELL_FAILED, CELL_NOMEM, CELL_EMPTY, CELL_EMPTY_IN_VOCAB, CELL_ENCODED };
+typedef struct {
+    double total, outside;            /* its total; the sum of its counts outside the vocabulary */
+    int64_t at;                       /* where in the share its tokens were written */
+    int32_t len;
+    uint8_t state, integers, has_outside, cut, zero_in_set;
+} cell_result;
+
 typedef struct {
     const scfm_vocab *vocab;
     const scfm_tokenize_options *opt;
@@ -331,17 +451,17 @@ typedef struct {
     int n_set;
     int32_t *column;                  /* counts mode: [vocab size] a token's column in set_tokens, -1 outside */
     int32_t *gene_token;              /* the open input's columns: token, -1 outside, -2 ambiguous */
-    float *dense;                     /* include_zeros: [vocab size] one cell's counts */
     scfm_cells_chunk chunk;
-    /* one cell */
-    int32_t *row_tokens;
-    float *row_counts;
-    scfm_cell_entry *entries;         /* twice row_cap: the encoders' scratch */
-    int64_t row_cap;
+    /* the cells of one read */
+    cell_scratch *scratch;            /* [n_scratch] one per thread */
+    int n_scratch;
+    cell_result *results;             /* [ROUND_CELLS] */
     /* this rank's share of a round */
     int64_t n_cells, n_tokens, cells_cap, tokens_cap;
     int64_t *offsets, *cell_ids;
     int32_t *tokens, **codes, *local_codes;
+    scfm_cells_chunk next_chunk;      /* the read after t->chunk's, read while that one is encoded */
+    int32_t *next_codes;              /* its obs codes, as local_codes */
     uint8_t *values;
     float *counts, *library;          /* counts mode */
     /* totals of this rank */
@@ -657,8 +777,7 @@ static scfm_status list_set(tokenizer *t, scfm_error *err) {
     if (!counts && !t->opt->include_zeros) return SCFM_OK;
     t->set_tokens = malloc(sizeof(int32_t) * (size_t)vocab_size);
     if (counts) t->column = malloc(sizeof(int32_t) * (size_t)vocab_size);
-    else t->dense = calloc((size_t)vocab_size, sizeof(float));
-    if (!t->set_tokens || !(counts ? (void *)t->column : (void *)t->dense))
+    if (!t->set_tokens || (counts && !t->column))
         return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     t->n_set = 0;
     for (int64_t token = 0; token < vocab_size; token++) {
@@ -691,15 +810,15 @@ static int grow_round(tokenizer *t, int64_t cells, int64_t tokens) {
     return 1;
 }
 
-/* Room for one cell of n entries. */
-static int grow_row(tokenizer *t, int64_t n) {
-    if (n <= t->row_cap) return 1;
-    int64_t cap = next_cap(t->row_cap, n);
-    if (!resize(&t->row_tokens, sizeof(int32_t) * (size_t)cap) ||
-        !resize(&t->row_counts, sizeof(float) * (size_t)cap) ||
-        !resize(&t->entries, 2 * sizeof(scfm_cell_entry) * (size_t)cap))
+/* Room for one cell of n entries in one thread's scratch. */
+static int grow_scratch(cell_scratch *s, int64_t n) {
+    if (n <= s->cap) return 1;
+    int64_t cap = next_cap(s->cap, n);
+    if (!resize(&s->row_tokens, sizeof(int32_t) * (size_t)cap) ||
+        !resize(&s->row_counts, sizeof(float) * (size_t)cap) ||
+        !resize(&s->entries, 2 * sizeof(scfm_cell_entry) * (size_t)cap))
         return 0;
-    t->row_cap = cap;
+    s->cap = cap;
     return 1;
 }
 
@@ -709,15 +828,16 @@ static int grow_row(tokenizer *t, int64_t n) {
  * integer below 2^53, exact in double whatever the order, so an integer sum
  * that the compiler vectorises gives the same total (it vectorises the
  * comparisons only when told that no one reads floating-point exception
- * flags, true here). */
+ * flags, true here). *integers says whether the cell is such a cell. */
 __attribute__((optimize("no-trapping-math")))
-static scfm_status cell_total(const tokenizer *t, int k, int64_t i, double *total, scfm_error *err) {
+static scfm_status cell_total(const tokenizer *t, int k, int64_t i, double *total, int *integers, scfm_error *err) {
     const scfm_cells_chunk *ch = &t->chunk;
     const float *v = ch->values + ch->indptr[i];
     const int64_t n = ch->indptr[i + 1] - ch->indptr[i];
-    int integers = n < ((int64_t)1 << 22);
-    for (int64_t e = 0; e < n; e++) integers &= (v[e] >= 0.0f) & (v[e] < 2147483648.0f) & (v[e] == truncf(v[e]));
-    if (!integers) return scfm_corpus_cell_total(&t->corpus, k, ch, i, total, err);
+    int whole = n < ((int64_t)1 << 22);
+    for (int64_t e = 0; e < n; e++) whole &= (v[e] >= 0.0f) & (v[e] < 2147483648.0f) & (v[e] == truncf(v[e]));
+    *integers = whole;
+    if (!whole) return scfm_corpus_cell_total(&t->corpus, k, ch, i, total, err);
     int64_t sum = 0;
     for (int64_t e = 0; e < n; e++) sum += (int32_t)v[e];
     *total = (double)sum;
@@ -738,103 +858,198 @@ static void close_cell(tokenizer *t, int k, int64_t cell, int64_t i, int len) {
 }
 
 /* Counts mode: the cell's n genes of the set (vocabulary tokens, any order)
- * as columns in ascending order with their raw counts, and its library
- * size. A cell with a library but no count in the set is kept, all zeros:
- * a count model explains its zeros too. */
-static void add_counts(tokenizer *t, int k, int64_t cell, int64_t i, const float *counts, int n, double total) {
-    scfm_cell_entry *e = t->entries;
+ * as columns in ascending order with their raw counts, from r->at. A cell
+ * with a library but no count in the set is kept, all zeros: a count model
+ * explains its zeros too. */
+static void add_counts(const tokenizer *t, cell_scratch *s, const float *counts, int n, cell_result *r) {
+    scfm_cell_entry *e = s->entries;
     int m = 0;
     for (int j = 0; j < n; j++) {
         if (!(counts[j] > 0.0f)) continue; /* a stored zero */
-        e[m].token = t->column[t->row_tokens[j]];
+        e[m].token = t->column[s->row_tokens[j]];
         e[m].value = counts[j];
         e[m++].key = 0;
     }
     sort_entries(e, e + m, m);
     for (int j = 0; j < m; j++) {
-        t->tokens[t->n_tokens + j] = e[j].token;
-        t->counts[t->n_tokens + j] = (float)e[j].value;
+        t->tokens[r->at + j] = e[j].token;
+        t->counts[r->at + j] = (float)e[j].value;
     }
-    t->cells_zero_in_set += m == 0;
-    t->library[t->n_cells] = (float)total;
-    close_cell(t, k, cell, i, m);
+    r->zero_in_set = m == 0;
+    r->len = m;
 }
 
-/* Cell i of the chunk (global id `cell`, from input k) onto this rank's share. */
-static scfm_status encode_cell(tokenizer *t, int k, int64_t cell, int64_t i, scfm_error *err) {
+/* Encodes cell i of the chunk (global id `cell`, from input k) with one
+ * thread's scratch into the share's tokens (and values or counts) from
+ * r->at, and says in r what else it would add to the share. Touches nothing
+ * else of t, so the cells of a read are encoded in parallel. */
+static void encode_cell(const tokenizer *t, cell_scratch *s, int k, int64_t cell, int64_t i, cell_result *r) {
     const scfm_tokenize_options *o = t->opt;
     const scfm_vocab *v = t->vocab;
     const scfm_cells_chunk *ch = &t->chunk;
     double total = 0.0;
-    scfm_status st = cell_total(t, k, i, &total, err);
-    if (st != SCFM_OK) return st;
-    /* All counts, summed per cell: the same sum as entry by entry for
-     * integer counts, and only a reported share otherwise. */
-    t->counts_in[2 * k + 1] += total;
-    if (total <= 0.0) {
-        t->cells_empty++;
-        t->skipped++;
-        return SCFM_OK;
-    }
+    int integers = 0;
+    r->len = 0;
+    r->outside = 0.0;
+    r->has_outside = r->cut = r->zero_in_set = 0;
+    r->state = CELL_FAILED;
+    if (cell_total(t, k, i, &total, &integers, NULL) != SCFM_OK) return;
+    r->total = total;
+    r->integers = (uint8_t)integers;
+    r->state = CELL_EMPTY;
+    if (total <= 0.0) return;
     const int64_t nnz = ch->indptr[i + 1] - ch->indptr[i];
-    if (!grow_row(t, nnz > t->n_set ? nnz : t->n_set) ||
-        !grow_round(t, t->n_cells + 1, t->n_tokens + (t->column ? t->n_set : o->max_length)))
-        return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    r->state = CELL_NOMEM;
+    if (!grow_scratch(s, nnz > t->n_set ? nnz : t->n_set)) return;
     const int32_t *genes = ch->genes + ch->indptr[i];
     const float *counts = ch->values + ch->indptr[i];
     int n = (int)nnz, outside = 0;
     /* The usual cell, every gene in the vocabulary and no gene set: its
      * tokens in one gather loop, its counts read where they are. */
     for (int e = 0; !t->in_set && e < n; e++) {
-        t->row_tokens[e] = t->gene_token[genes[e]];
-        outside |= t->row_tokens[e] < 0;
+        s->row_tokens[e] = t->gene_token[genes[e]];
+        outside |= s->row_tokens[e] < 0;
     }
     if (t->in_set || outside) {
         n = 0;
         for (int e = 0; e < (int)nnz; e++) {
             int32_t token = t->gene_token[genes[e]];
             if (token < 0) {
-                t->counts_in[2 * k] += counts[e];
+                r->outside += counts[e];
+                r->has_outside = 1;
                 continue;
             }
             if (t->in_set && !t->in_set[token]) continue;
-            t->row_tokens[n] = token;
-            t->row_counts[n++] = counts[e];
+            s->row_tokens[n] = token;
+            s->row_counts[n++] = counts[e];
         }
-        counts = t->row_counts;
+        counts = s->row_counts;
     }
     const int nonzero = n;
+    r->state = CELL_ENCODED;
     if (t->column) {
-        add_counts(t, k, cell, i, counts, n, total);
-        return SCFM_OK;
+        add_counts(t, s, counts, n, r);
+        return;
     }
     if (o->include_zeros && n > 0) {
         /* every gene of the set, in token order, zeros included */
-        for (int j = 0; j < n; j++) t->dense[t->row_tokens[j]] = t->row_counts[j];
+        for (int j = 0; j < n; j++) s->dense[s->row_tokens[j]] = s->row_counts[j];
         for (n = 0; n < t->n_set; n++) {
-            t->row_tokens[n] = t->set_tokens[n];
-            t->row_counts[n] = t->dense[t->set_tokens[n]];
-            t->dense[t->set_tokens[n]] = 0.0f;
+            s->row_tokens[n] = t->set_tokens[n];
+            s->row_counts[n] = s->dense[t->set_tokens[n]];
+            s->dense[t->set_tokens[n]] = 0.0f;
         }
     }
     if (nonzero == 0) {
-        t->cells_empty_in_vocab++;
-        t->skipped++;
-        return SCFM_OK;
+        r->state = CELL_EMPTY_IN_VOCAB;
+        return;
     }
     const int specials = (v->cls >= 0) + (v->eos >= 0);
-    int32_t *out = t->tokens + t->n_tokens;
-    int len;
     if (o->mode == SCFM_TOKENIZE_RANK) {
         scfm_rank_params p = {v->medians, (int32_t)v->n_special, v->target_sum, o->max_length, v->cls, v->eos};
-        len = scfm_rank_encode(&p, t->row_tokens, counts, n, total, t->entries, out);
+        r->len = scfm_rank_encode(&p, s->row_tokens, counts, n, total, s->entries, t->tokens + r->at);
     } else {
         scfm_bin_params p = {o->n_bins, o->log1p, v->target_sum, o->max_length, v->cls, v->eos, o->seed};
-        len = scfm_bin_encode(&p, cell, t->row_tokens, counts, n, total, t->entries, out,
-                              t->values + t->n_tokens);
+        r->len = scfm_bin_encode(&p, cell, s->row_tokens, counts, n, total, s->entries, t->tokens + r->at,
+                                 t->values + r->at);
     }
-    t->cells_cut += n > o->max_length - specials;
-    close_cell(t, k, cell, i, len);
+    r->cut = n > o->max_length - specials;
+}
+
+/* Adds cell i's counts outside the vocabulary to input k's, as adding them
+ * one by one does: the cell's own sum when that is the same double (integer
+ * counts, and an integer sum that stays below 2^53: every partial sum is
+ * exact), else one by one again. */
+static void add_outside(tokenizer *t, int k, int64_t i, const cell_result *r) {
+    double *sum = &t->counts_in[2 * k];
+    if (r->integers && *sum == floor(*sum) && *sum + r->outside < 9007199254740992.0) {
+        *sum += r->outside;
+        return;
+    }
+    const scfm_cells_chunk *ch = &t->chunk;
+    for (int64_t e = ch->indptr[i]; e < ch->indptr[i + 1]; e++)
+        if (t->gene_token[ch->genes[e]] < 0) *sum += ch->values[e];
+}
+
+/* Cells [first, first + n) of the open input into chunk, and their obs codes. */
+static scfm_status read_cells(tokenizer *t, int64_t first, int64_t n, scfm_cells_chunk *chunk, int32_t *codes,
+                              scfm_error *err) {
+    scfm_status st = scfm_matrix_read(t->corpus.m, first, n, chunk, err);
+    for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
+        st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, codes + (int64_t)c * ROUND_CELLS, err);
+    return st;
+}
+
+/* The cells of a read from global cell `cell` of input k, in a round that
+ * ends before hi. */
+static int64_t read_size(const tokenizer *t, int k, int64_t cell, int64_t hi) {
+    int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell;
+    if (t->corpus.m->small_reads && n > SMALL_READ_CELLS) n = SMALL_READ_CELLS;
+    return n;
+}
+
+/* The n cells of the chunk from global id `cell` (input k): each given room
+ * for as many tokens as it can have, encoded in parallel, then added to the
+ * share in cell order, where the counters and the first failing cell come
+ * out as encoding them one after the other gives them. Tokens move down
+ * only where a cell had fewer than its room (genes outside the vocabulary
+ * or the set, stored zeros). Meanwhile the main thread (the only one that
+ * calls HDF5 and MPI) reads the n_next cells of the input from next_first
+ * into the next chunk; its status and error are *next_st and *next_err. */
+static scfm_status encode_read(tokenizer *t, int k, int64_t cell, int64_t n, int64_t next_first, int64_t n_next,
+                               scfm_status *next_st, scfm_error *next_err, scfm_error *err) {
+    const scfm_tokenize_options *o = t->opt;
+    const scfm_cells_chunk *ch = &t->chunk;
+    const int specials = (t->vocab->cls >= 0) + (t->vocab->eos >= 0);
+    int64_t at = t->n_tokens;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t rows = o->include_zeros ? t->n_set : ch->indptr[i + 1] - ch->indptr[i];
+        t->results[i].at = at;
+        if (t->column) at += rows < t->n_set ? rows : t->n_set;
+        else at += rows + specials < o->max_length ? rows + specials : o->max_length;
+    }
+    if (!grow_round(t, t->n_cells + n, at)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+#pragma omp parallel num_threads(t->n_scratch) if (t->n_scratch > 1 && n > 1)
+    {
+        if (n_next > 0 && omp_get_thread_num() == 0)
+            *next_st = read_cells(t, next_first, n_next, &t->next_chunk, t->next_codes, next_err);
+        cell_scratch *s = &t->scratch[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, 4) nowait
+        for (int64_t i = 0; i < n; i++) encode_cell(t, s, k, cell + i, i, &t->results[i]);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const cell_result *r = &t->results[i];
+        if (r->state == CELL_FAILED) {
+            /* it fails again, the same way, now with its message */
+            double total = 0.0;
+            int integers = 0;
+            return cell_total(t, k, i, &total, &integers, err);
+        }
+        if (r->state == CELL_NOMEM) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+        /* All counts, summed per cell: the same sum as entry by entry for
+         * integer counts, and only a reported share otherwise. */
+        t->counts_in[2 * k + 1] += r->total;
+        if (r->state == CELL_EMPTY) {
+            t->cells_empty++;
+            t->skipped++;
+            continue;
+        }
+        if (r->has_outside) add_outside(t, k, i, r);
+        if (r->state == CELL_EMPTY_IN_VOCAB) {
+            t->cells_empty_in_vocab++;
+            t->skipped++;
+            continue;
+        }
+        t->cells_cut += r->cut;
+        t->cells_zero_in_set += r->zero_in_set;
+        if (r->at != t->n_tokens) {
+            memmove(t->tokens + t->n_tokens, t->tokens + r->at, sizeof(int32_t) * (size_t)r->len);
+            if (o->mode == SCFM_TOKENIZE_BIN) memmove(t->values + t->n_tokens, t->values + r->at, (size_t)r->len);
+            if (t->column) memmove(t->counts + t->n_tokens, t->counts + r->at, sizeof(float) * (size_t)r->len);
+        }
+        if (t->column) t->library[t->n_cells] = (float)r->total;
+        close_cell(t, k, cell + i, i, r->len);
+    }
     return SCFM_OK;
 }
 
@@ -844,20 +1059,56 @@ static scfm_status encode_range(tokenizer *t, int64_t lo, int64_t hi, scfm_error
     if (!grow_round(t, 1, 1)) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     t->offsets[0] = 0;
     scfm_status st = SCFM_OK;
+    int64_t ready = -1; /* the first cell of what t->chunk holds, when read ahead */
     for (int64_t cell = lo; cell < hi && st == SCFM_OK;) {
         int k = 0;
         if ((st = select_input(t, cell, &k, err)) != SCFM_OK) break;
-        int64_t n = (hi < t->corpus.first[k + 1] ? hi : t->corpus.first[k + 1]) - cell,
-                first = cell - t->corpus.first[k];
-        if (t->corpus.m->small_reads && n > SMALL_READ_CELLS) n = SMALL_READ_CELLS;
-        st = scfm_matrix_read(t->corpus.m, first, n, &t->chunk, err);
-        for (int c = 0; c < t->n_obs && st == SCFM_OK; c++)
-            st = scfm_matrix_obs_codes(t->corpus.m, t->obs[c].name, first, n, t->local_codes + (int64_t)c * ROUND_CELLS,
-                                       err);
-        for (int64_t i = 0; i < n && st == SCFM_OK; i++) st = encode_cell(t, k, cell + i, i, err);
-        cell += n;
+        const int64_t n = read_size(t, k, cell, hi), next = cell + n;
+        if (ready != cell) st = read_cells(t, cell - t->corpus.first[k], n, &t->chunk, t->local_codes, err);
+        /* With threads, the next read of the same input comes in while this
+         * one is encoded. */
+        const int64_t n_next =
+            t->n_scratch > 1 && next < hi && next < t->corpus.first[k + 1] ? read_size(t, k, next, hi) : 0;
+        scfm_status next_st = SCFM_OK;
+        scfm_error next_err = {0};
+        if (st == SCFM_OK)
+            st = encode_read(t, k, cell, n, next - t->corpus.first[k], n_next, &next_st, &next_err, err);
+        if (st == SCFM_OK && next_st != SCFM_OK) {
+            *err = next_err;
+            st = next_st;
+        }
+        if (n_next > 0) {
+            const scfm_cells_chunk chunk = t->chunk;
+            int32_t *codes = t->local_codes;
+            t->chunk = t->next_chunk;
+            t->next_chunk = chunk;
+            t->local_codes = t->next_codes;
+            t->next_codes = codes;
+            ready = next;
+        }
+        cell = next;
     }
     return st;
+}
+
+/* One scratch per thread that may encode: OpenMP's thread count, but,
+ * unless OpenMP binds its threads itself (OMP_PROC_BIND, which also narrows
+ * this thread's mask to its place), no more threads than the CPUs the
+ * process may run on: mpirun binds a rank to one core by default, where a
+ * second thread only slows the first. */
+static scfm_status make_scratch(tokenizer *t, scfm_error *err) {
+    t->n_scratch = omp_get_max_threads();
+    cpu_set_t cpus;
+    if (omp_get_proc_bind() == omp_proc_bind_false && sched_getaffinity(0, sizeof cpus, &cpus) == 0 &&
+        CPU_COUNT(&cpus) < t->n_scratch)
+        t->n_scratch = CPU_COUNT(&cpus) > 0 ? CPU_COUNT(&cpus) : 1;
+    t->scratch = calloc((size_t)t->n_scratch, sizeof *t->scratch);
+    t->results = malloc(sizeof *t->results * ROUND_CELLS);
+    if (!t->scratch || !t->results) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < t->n_scratch && t->opt->include_zeros; j++)
+        if (!(t->scratch[j].dense = calloc((size_t)scfm_vocab_size(t->vocab), sizeof(float))))
+            return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    return SCFM_OK;
 }
 
 /* ---- the whole run ---- */
@@ -871,6 +1122,7 @@ static void tokenizer_free(tokenizer *t) {
     free(t->obs);
     free(t->codes);
     free(t->local_codes);
+    free(t->next_codes);
     free(t->counts_in);
     free(t->in_set);
     free(t->set_tokens);
@@ -878,11 +1130,16 @@ static void tokenizer_free(tokenizer *t) {
     free(t->counts);
     free(t->library);
     free(t->gene_token);
-    free(t->dense);
     scfm_cells_chunk_free(&t->chunk);
-    free(t->row_tokens);
-    free(t->row_counts);
-    free(t->entries);
+    scfm_cells_chunk_free(&t->next_chunk);
+    for (int j = 0; t->scratch && j < t->n_scratch; j++) {
+        free(t->scratch[j].row_tokens);
+        free(t->scratch[j].row_counts);
+        free(t->scratch[j].entries);
+        free(t->scratch[j].dense);
+    }
+    free(t->scratch);
+    free(t->results);
     free(t->offsets);
     free(t->cell_ids);
     free(t->tokens);
@@ -1007,7 +1264,8 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
     if (st == SCFM_OK) {
         t.codes = calloc((size_t)t.n_obs + 1, sizeof(int32_t *));
         t.local_codes = malloc(sizeof(int32_t) * ROUND_CELLS * (size_t)(t.n_obs + 1));
-        if (!t.codes || !t.local_codes) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+        t.next_codes = malloc(sizeof(int32_t) * ROUND_CELLS * (size_t)(t.n_obs + 1));
+        if (!t.codes || !t.local_codes || !t.next_codes) st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
     }
     /* Nothing is created before every rank has read the inputs' descriptions. */
     st = scfm_comm_agree(comm, st, err);
@@ -1019,6 +1277,7 @@ scfm_status scfm_tokenize(scfm_comm *comm, const scfm_vocab *vocab, const char *
     }
     if (opt->hvg > 0) st = select_hvg(&t, err);
     if (st == SCFM_OK) st = list_set(&t, err);
+    if (st == SCFM_OK) st = make_scratch(&t, err);
     char normalisation[512];
     describe(&t, normalisation, sizeof normalisation);
     const char **obs_names = calloc((size_t)t.n_obs + 1, sizeof(char *));

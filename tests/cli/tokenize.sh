@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scfm vocab and scfm tokenize under mpirun: 1 and 2 ranks give the same
-# vocabulary and the same shards; the tokens equal the numpy references of
+# vocabulary and the same shards, and so do 1 and 2 OpenMP threads; the tokens equal the numpy references of
 # tests/reference/rank_encode_reference.py (when python3 has anndata, h5py and
 # pandas); outputs are refused when they exist, and a failed run leaves no
 # temporary directory.  usage: tokenize.sh SCFM SOURCE_DIR WORK_DIR
@@ -48,6 +48,43 @@ np 2 tokenize --mode bin --vocab vocab1 "${inputs[@]}" -o hvg2 --bin-input raw -
     --include-zeros --max-length 40 --cells-per-shard 1500 --quiet
 reference shards --vocab vocab1 --shards hvg2 --mode bin --bin-input raw --bins 11 --hvg 60 \
     --include-zeros --max-length 40 "${inputs[@]}"
+
+# OpenMP threads: a rank encodes the cells of a read in parallel; 2 threads
+# (not bound to one core) write the same shards, summaries and errors as 1,
+# in every mode, also with genes outside the vocabulary (a vocabulary of the
+# genes seen in at least 1,500 cells)
+threads() { local n=$1; shift; OMP_NUM_THREADS=$n mpirun --oversubscribe --bind-to none -np 1 "$scfm" tokenize "$@"; }
+threads 2 --mode rank --vocab vocab1 "${inputs[@]}" -o rank1t2 --cells-per-shard 1000 --quiet
+same_shards rank1 rank1t2
+threads 2 --mode bin --vocab vocab1 "${inputs[@]}" -o bin1t2 --max-length 100 --seed 9 --quiet
+same_shards bin1 bin1t2
+for n in 1 2; do
+    threads $n --mode bin --vocab vocab1 "${inputs[@]}" -o hvgt$n --bin-input raw --bins 11 --hvg 60 \
+        --include-zeros --max-length 40 --cells-per-shard 1500 --quiet
+    threads $n --mode counts --vocab vocab1 "${inputs[@]}" -o countst$n --hvg 60 --quiet
+done
+same_shards hvgt1 hvgt2
+same_shards countst1 countst2
+if [[ -f sim.h5ad ]]; then
+    np 1 vocab sim.h5ad -o vocab_common --min-cells 1500 --quiet
+    for n in 1 2; do
+        threads $n --mode rank --vocab vocab_common sim.h5ad -o outsidet$n --max-length 64 2>summary$n.txt
+        grep -v " tokens in " summary$n.txt >report$n.txt
+    done
+    grep -q "of the counts left out" report1.txt || fail "no summary: $(cat summary1.txt)"
+    cmp report1.txt report2.txt || fail "summaries of 1 and 2 threads differ: $(cat report1.txt report2.txt)"
+    same_shards outsidet1 outsidet2
+fi
+# (with --allow-non-integer the reader lets the negative count through and
+# the encoding threads find it)
+set +e
+for n in 1 2; do
+    threads $n --mode rank --vocab vocab1 "${inputs[@]}" "$src/tests/fixtures/counts/bad_negative.h5ad" \
+        --allow-non-integer -o brokent$n --quiet 2>&1 | grep "^scfm" >errt$n.txt
+done
+set -e
+grep -q "non-negative" errt1.txt || fail "a negative count was accepted: $(cat errt1.txt)"
+cmp errt1.txt errt2.txt || fail "errors of 1 and 2 threads differ: $(cat errt1.txt errt2.txt)"
 
 # an existing output is refused (exit 2) unless --force; no temporary directory stays
 set +e

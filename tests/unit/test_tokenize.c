@@ -66,7 +66,10 @@ static int by_rank(const void *a, const void *b) {
 /* The encoder cuts keys to fit a word beside the entry's index and fixes the
  * runs that share a cut key; cells built to stress that: many exact ties
  * (a few count and median values), values one ulp apart, tokens in and out
- * of order, zero counts, and rows above 8,192 entries (four radix passes). */
+ * of order, zero counts, and rows above 8,192 entries (four radix passes);
+ * then cells like real ones (medians spread continuously, a few distinct
+ * small counts and a tail of large ones: the values gather in narrow
+ * ranges) cut to lengths from 1 to beyond the row. */
 static void test_rank_matches_plain_sort(void) {
     enum { VOCAB = 20000 };
     double *med = malloc(sizeof(double) * VOCAB);
@@ -76,15 +79,18 @@ static void test_rank_matches_plain_sort(void) {
     scfm_cell_entry *scratch = malloc(sizeof(scfm_cell_entry) * 2 * VOCAB);
     CU_ASSERT_FATAL(med && tokens && out && counts && want && scratch);
     uint64_t state = 12345;
-    for (int round = 0; round < 40; round++) {
+    for (int round = 0; round < 60; round++) {
         /* a 64-bit LCG: the same cells on every platform */
 #define DRAW() (state = state * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(state >> 33))
         const int kinds = 1 + round % 4;
+        const int real = round >= 40;
         for (int g = 0; g < VOCAB; g++) {
             double base = kinds == 1 ? 1.0 : 0.25 * (1 + DRAW() % 8);
             med[g] = round % 5 == 4 ? nextafter(base, 2.0 * (DRAW() % 2)) : base * (kinds == 4 ? 1 + DRAW() % 1000 : 1);
+            if (real) med[g] = 0.5 + (double)DRAW() / 4294967296.0 * (round % 3 ? 2.0 : 200.0);
         }
-        const int n = round < 30 ? 1 + (int)(DRAW() % 3000) : 8193 + (int)(DRAW() % 10000);
+        const int n = round < 30 || real ? 1 + (int)(DRAW() % 3000) : 8193 + (int)(DRAW() % 10000);
+        const int max_length = real ? 1 + (int)(DRAW() % (uint32_t)(n + 10)) : 2048;
         for (int k = 0; k < n; k++) tokens[k] = 2 + k;
         if (round % 2) /* shuffled: the index order is not the token order */
             for (int k = n - 1; k > 0; k--) {
@@ -96,17 +102,19 @@ static void test_rank_matches_plain_sort(void) {
         double total = 0;
         for (int k = 0; k < n; k++) {
             counts[k] = DRAW() % 7 == 0 ? 0.0f : (float)(1 + DRAW() % (kinds == 1 ? 3 : 200));
+            if (real) /* mostly 1-4, one in 16 up to 300 */
+                counts[k] = (float)(DRAW() % 16 ? 1 + DRAW() % 4 : 1 + DRAW() % 300);
             total += counts[k];
         }
         if (total == 0) continue;
-        scfm_rank_params p = {med, 2, 10000.0, 2048, -1, -1};
+        scfm_rank_params p = {med, 2, 10000.0, max_length, -1, -1};
         int m = 0;
         for (int k = 0; k < n; k++)
             if (counts[k] > 0)
                 want[m++] = (ranked){(double)counts[k] / total * p.target_sum / med[tokens[k] - 2], tokens[k]};
         qsort(want, (size_t)m, sizeof *want, by_rank);
         int len = scfm_rank_encode(&p, tokens, counts, n, total, scratch, out);
-        CU_ASSERT_EQUAL_FATAL(len, m < 2048 ? m : 2048);
+        CU_ASSERT_EQUAL_FATAL(len, m < max_length ? m : max_length);
         int same = 1;
         for (int k = 0; k < len; k++) same &= out[k] == want[k].token;
         CU_ASSERT(same);
