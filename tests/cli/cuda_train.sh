@@ -27,7 +27,7 @@ base=(--set data.shards=tokens --set data.vocab= --set train.warmup_steps=5 --se
 # steps of checks 1, 2, 3 and 4, and 4's checkpoint interval
 steps=(40 150 20 20) every=10
 if [[ ${SCFM_TEST_EMULATED:-0} == 1 ]]; then
-    steps=(6 0 4 6) every=3
+    steps=(6 0 5 6) every=3
     base+=(--set train.micro_batch_tokens=256)
 fi
 
