@@ -34,7 +34,7 @@ typedef enum { SCFM_LIK_NB = 0, SCFM_LIK_ZINB = 1, SCFM_LIK_POISSON = 2, SCFM_LI
 /* Where a count encoder takes the condition one-hot. */
 typedef enum { SCFM_COND_ENCODER = 0, SCFM_COND_DECODER = 1, SCFM_COND_BOTH = 2 } scfm_condition_into;
 /* Where training computes: the CPU kernels, or the CUDA backend (built
- * where the toolkit is found; not yet wired into training: docs/cuda.md). */
+ * where the toolkit is found, loaded at run time: docs/cuda.md). */
 typedef enum { SCFM_BACKEND_CPU = 0, SCFM_BACKEND_CUDA = 1 } scfm_backend;
 
 typedef struct {

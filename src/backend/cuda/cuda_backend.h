@@ -1,7 +1,7 @@
 /* The CUDA backend (libscfm_cuda, docs/cuda.md): the CPU kernels of
  * src/backend/cpu/cpu.h on a GPU, with the same tensor layouts (row-major,
  * T tokens by C channels, Linear weights [out, in]) so that each is checked
- * one to one against its CPU twin (tests/unit/test_cuda_kernels.c).
+ * one to one against its CPU twin (tests/cuda/test_cuda_kernels.c).
  *
  * Every pointer named d_* or documented "device" is device memory; the
  * others are host memory. Functions enqueue work on the context's stream and

@@ -1,6 +1,5 @@
-/* CUDA device detection, in libscfm itself when it is built with CUDA
- * (SCFM_HAVE_CUDA): plain C with no CUDA header, so the configuration check
- * of train.backend can include it. */
+/* CUDA device detection (the trainer's scfm_device_ops.devices, which
+ * train.backend's check calls): plain C with no CUDA header. */
 #ifndef SCFM_BACKEND_CUDA_DEVICE_H
 #define SCFM_BACKEND_CUDA_DEVICE_H
 
