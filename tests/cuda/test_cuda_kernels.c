@@ -157,24 +157,32 @@ static void test_activations(void) {
     free(x), free(dout), free(out), free(dinp);
 }
 
+/* 37 token rows of 5 cells (ids 1000..1004, positions restarting in each),
+ * keyed on the GPU from one key per cell. */
 static void test_dropout(void) {
-    const int rows = 37, n = 129;
+    const int rows = 37, n = 129, cells = 5;
     const float p = 0.3f;
     float *x = random_floats((size_t)rows * n, -1, 1), *g = random_floats((size_t)rows * n, -1, 1);
     float *want = malloc(sizeof(float) * rows * n), *want_g = malloc(sizeof(float) * rows * n);
     memcpy(want_g, g, sizeof(float) * rows * n);
-    uint64_t keys[37];
-    for (int r = 0; r < rows; r++) {
-        keys[r] = scfm_dropout_key(7, 2, 3, 1000 + r, r);
-        scfm_dropout_apply(want + (size_t)r * n, x + (size_t)r * n, want_g + (size_t)r * n, n, p, keys[r]);
+    int32_t token_cell[37], positions[37];
+    uint64_t cell_keys[5];
+    for (int c = 0; c < cells; c++) cell_keys[c] = scfm_dropout_cell_key(7, 2, 3, 1000 + c);
+    for (int t = 0; t < rows; t++) {
+        token_cell[t] = t * cells / rows;
+        positions[t] = t - (token_cell[t] * rows + cells - 1) / cells;
+        const uint64_t key = scfm_dropout_key(7, 2, 3, 1000 + token_cell[t], positions[t]);
+        scfm_dropout_apply(want + (size_t)t * n, x + (size_t)t * n, want_g + (size_t)t * n, n, p, key);
     }
     float *d_x = to_device(x, sizeof(float) * rows * n), *d_g = to_device(g, sizeof(float) * rows * n), *d_out = NULL;
-    uint64_t *d_keys = to_device(keys, sizeof keys);
+    uint64_t *d_keys = to_device(cell_keys, sizeof cell_keys);
+    int32_t *d_cell = to_device(token_cell, sizeof token_cell), *d_pos = to_device(positions, sizeof positions);
     scfm_cuda_alloc((void **)&d_out, sizeof(float) * rows * n, &err);
-    CU_ASSERT_EQUAL(scfm_cuda_dropout_rows(ctx, d_out, d_x, d_g, rows, n, p, d_keys, &err), SCFM_OK);
+    CU_ASSERT_EQUAL(scfm_cuda_dropout_tokens(ctx, d_out, d_x, d_g, rows, n, p, d_keys, d_cell, d_pos, &err), SCFM_OK);
     expect_close("dropout (values)", d_out, want, (size_t)rows * n, 0, 0);
     expect_close("dropout (gradient)", d_g, want_g, (size_t)rows * n, 0, 0);
-    scfm_cuda_free(d_x), scfm_cuda_free(d_g), scfm_cuda_free(d_out), scfm_cuda_free(d_keys);
+    scfm_cuda_free(d_x), scfm_cuda_free(d_g), scfm_cuda_free(d_out), scfm_cuda_free(d_keys), scfm_cuda_free(d_cell),
+        scfm_cuda_free(d_pos);
     free(x), free(g), free(want), free(want_g);
 }
 

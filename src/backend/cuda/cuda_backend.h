@@ -107,12 +107,16 @@ scfm_status scfm_cuda_bias_fill(scfm_cuda_ctx *ctx, float *d_out, const float *d
 scfm_status scfm_cuda_bias_backward(scfm_cuda_ctx *ctx, float *d_db, const float *d_dout, int T, int C,
                                     scfm_error *err);
 
-/* The dropout of scfm_dropout_apply on `rows` rows of n values: row r of
- * d_dst = row r of d_src times its mask, keyed by d_row_keys[r] (the
- * scfm_dropout_key of that row), and d_grad (may be NULL) times the same
- * mask. Bit-identical masks to the CPU's. */
-scfm_status scfm_cuda_dropout_rows(scfm_cuda_ctx *ctx, float *d_dst, const float *d_src, float *d_grad, int rows,
-                                   int n, float p, const uint64_t *d_row_keys, scfm_error *err);
+/* The dropout of scfm_dropout_apply on `rows` token rows of n values: row t
+ * of d_dst = row t of d_src times its mask and d_grad (may be NULL) times
+ * the same mask, keyed as on the CPU by scfm_dropout_key of the token's cell
+ * and position, which the kernel derives from d_cell_keys[d_token_cell[t]]
+ * (scfm_dropout_cell_key of each cell at this site) and d_positions[t]: one
+ * key per cell crosses from the host, not one per token. Bit-identical
+ * masks to the CPU's. */
+scfm_status scfm_cuda_dropout_tokens(scfm_cuda_ctx *ctx, float *d_dst, const float *d_src, float *d_grad, int rows,
+                                     int n, float p, const uint64_t *d_cell_keys, const int32_t *d_token_cell,
+                                     const int32_t *d_positions, scfm_error *err);
 
 /* Fused softmax cross-entropy over the vocabulary: one pass per row of
  * d_logits[N,V] replaces it by d(scale * loss)/d(logits) (what

@@ -175,11 +175,16 @@ __global__ void bias_fill_kernel(float *out, const float *b, int T, int C) {
         out[i] = b[i % C];
 }
 
-__global__ void dropout_rows_kernel(float *dst, const float *src, float *grad, int rows, int n,
-                                   const uint64_t *keys, uint32_t threshold, float scale) {
+// Row t's key is scfm_dropout_key of its cell and position: the cell's key
+// at this site, then the position mixed in (kernels.c).
+__global__ void dropout_tokens_kernel(float *dst, const float *src, float *grad, int rows, int n,
+                                      const uint64_t *cell_keys, const int32_t *token_cell,
+                                      const int32_t *positions, uint32_t threshold, float scale) {
     const size_t total = (size_t)rows * n;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        const float keep = keep_factor(keys[i / n], (int)(i % n), threshold, scale);
+        const size_t t = i / n;
+        const uint64_t key = mix64(cell_keys[token_cell[t]] + (uint32_t)positions[t]);
+        const float keep = keep_factor(key, (int)(i % n), threshold, scale);
         dst[i] = src[i] * keep;
         if (grad) grad[i] *= keep;
     }
@@ -361,13 +366,15 @@ scfm_status scfm_cuda_bias_backward(scfm_cuda_ctx *ctx, float *d_db, const float
     return column_sums(ctx, d_db, nullptr, d_dout, nullptr, nullptr, nullptr, T, C, err);
 }
 
-scfm_status scfm_cuda_dropout_rows(scfm_cuda_ctx *ctx, float *d_dst, const float *d_src, float *d_grad, int rows,
-                                   int n, float p, const uint64_t *d_row_keys, scfm_error *err) {
+scfm_status scfm_cuda_dropout_tokens(scfm_cuda_ctx *ctx, float *d_dst, const float *d_src, float *d_grad, int rows,
+                                     int n, float p, const uint64_t *d_cell_keys, const int32_t *d_token_cell,
+                                     const int32_t *d_positions, scfm_error *err) {
+    if (rows == 0) return SCFM_OK;
     uint32_t threshold;
     float scale;
     dropout_params(p, &threshold, &scale);
-    dropout_rows_kernel<<<grid_for((size_t)rows * n), kThreads, 0, ctx->stream>>>(d_dst, d_src, d_grad, rows, n,
-                                                                                 d_row_keys, threshold, scale);
+    dropout_tokens_kernel<<<grid_for((size_t)rows * n), kThreads, 0, ctx->stream>>>(
+        d_dst, d_src, d_grad, rows, n, d_cell_keys, d_token_cell, d_positions, threshold, scale);
     return launched("dropout", err);
 }
 

@@ -35,7 +35,7 @@ typedef struct {
 struct scfm_cuda_model {
     scfm_cuda_ctx *ctx;
     const scfm_model *host;
-    int T, N;                     /* of the last forward */
+    int T, N, n_cells;            /* of the last forward */
     float *d_params, *d_grads;    /* [n_params] */
     scfm_bf16 *d_params16;        /* [n_params] */
     weights w, g;                 /* device views */
@@ -47,8 +47,8 @@ struct scfm_cuda_model {
     size_t cap_probs;
     void *d_arena;
     int32_t *d_tokens, *d_positions, *d_target_index, *d_target_label; /* [T] [T] [N] [N] */
-    uint64_t *d_keys;            /* [sites, T] hidden-dropout row keys */
-    uint64_t *d_cell_keys;       /* [layers, T] flash: attention dropout's key of each cell (n <= T) */
+    int32_t *d_token_cell;       /* [T] the cell of each token */
+    uint64_t *d_site_keys;       /* [sites, n] each cell's dropout key at each site (n <= T slots a site) */
     float *emb, *ln_e_mean, *ln_e_rstd, *x0;
     device_acts *acts;
     float *fin, *fin_mean, *fin_rstd;
@@ -58,7 +58,7 @@ struct scfm_cuda_model {
 
     /* host staging of the last forward */
     int32_t *h_positions, *h_token_cell;
-    uint64_t *h_keys, *h_cell_keys;
+    uint64_t *h_site_keys;
     int h_cap;
     int flash;                    /* attention: flash tiles, or batched GEMMs per length */
     scfm_cuda_varlen_plan plan;
@@ -143,8 +143,7 @@ void scfm_cuda_model_free(scfm_cuda_model *cm) {
     scfm_cuda_flash_plan_free(&cm->tiles);
     free(cm->h_positions);
     free(cm->h_token_cell);
-    free(cm->h_keys);
-    free(cm->h_cell_keys);
+    free(cm->h_site_keys);
     free(cm->w_layers);
     free(cm->g_layers);
     free(cm->acts);
@@ -178,8 +177,8 @@ static size_t layout_arena(scfm_cuda_model *cm, float *base, size_t T, size_t N,
     TAKE(cm->d_positions, T);
     TAKE(cm->d_target_index, N);
     TAKE(cm->d_target_label, N);
-    TAKE(cm->d_keys, T * (size_t)n_sites(h));
-    TAKE(cm->d_cell_keys, T * (size_t)h->NL);
+    TAKE(cm->d_token_cell, T);
+    TAKE(cm->d_site_keys, T * (size_t)n_sites(h));
     TAKE(cm->emb, T * C);
     TAKE(cm->ln_e_mean, T);
     TAKE(cm->ln_e_rstd, T);
@@ -221,13 +220,11 @@ static scfm_status reserve(scfm_cuda_model *cm, const scfm_batch *b, size_t prob
         const int cap = b->n_tokens + b->n_tokens / 4;
         free(cm->h_positions);
         free(cm->h_token_cell);
-        free(cm->h_keys);
-        free(cm->h_cell_keys);
+        free(cm->h_site_keys);
         cm->h_positions = malloc(sizeof(int32_t) * (size_t)cap);
         cm->h_token_cell = malloc(sizeof(int32_t) * (size_t)cap);
-        cm->h_keys = malloc(sizeof(uint64_t) * (size_t)cap * (size_t)n_sites(cm->host));
-        cm->h_cell_keys = malloc(sizeof(uint64_t) * (size_t)cap * (size_t)cm->host->NL);
-        cm->h_cap = cm->h_positions && cm->h_token_cell && cm->h_keys && cm->h_cell_keys ? cap : 0;
+        cm->h_site_keys = malloc(sizeof(uint64_t) * (size_t)cap * (size_t)n_sites(cm->host));
+        cm->h_cap = cm->h_positions && cm->h_token_cell && cm->h_site_keys ? cap : 0;
         if (!cm->h_cap) return scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for a batch of %d tokens", b->n_tokens);
     }
     if (b->n_tokens <= cm->cap_T && b->n_targets <= cm->cap_N && probs <= cm->cap_probs) return SCFM_OK;
@@ -281,13 +278,18 @@ static scfm_status copy(const scfm_cuda_model *cm, void *dst, const void *src, s
     return scfm_cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cm->ctx->stream), "copy", err);
 }
 
+/* The cells' dropout keys at a site (scfm_dropout_cell_key). */
+static const uint64_t *site_keys(const scfm_cuda_model *cm, uint32_t site) {
+    return cm->d_site_keys + (size_t)site * (size_t)cm->n_cells;
+}
+
 /* dst = drop(src) at a hidden-dropout site (dst may be src); a copy when
  * no dropout runs. */
 static scfm_status dropout(const scfm_cuda_model *cm, float *dst, const float *src, uint32_t site, scfm_error *err) {
     const size_t TC = (size_t)cm->T * (size_t)cm->host->C;
     if (!cm->dropping) return dst == src ? SCFM_OK : copy(cm, dst, src, sizeof(float) * TC, err);
-    return scfm_cuda_dropout_rows(cm->ctx, dst, src, NULL, cm->T, cm->host->C, (float)cm->host->cfg.dropout,
-                                  cm->d_keys + (size_t)site * (size_t)cm->T, err);
+    return scfm_cuda_dropout_tokens(cm->ctx, dst, src, NULL, cm->T, cm->host->C, (float)cm->host->cfg.dropout,
+                                    site_keys(cm, site), cm->d_token_cell, cm->d_positions, err);
 }
 
 static scfm_attention_dropout attention_dropout(const scfm_cuda_model *cm, int l) {
@@ -316,7 +318,7 @@ static const float *hidden(const scfm_cuda_model *cm) {
 /* Attention of layer l: ctx[T,C] from qkv, keeping the probabilities (or,
  * flash, each row's log-sum-exp) in probs; and back to dqkv from dtmp2. */
 static const uint64_t *cell_keys(const scfm_cuda_model *cm, int l) {
-    return cm->d_cell_keys + (size_t)l * (size_t)cm->T;
+    return site_keys(cm, scfm_layer_site(l, SCFM_SITE_ATTN_PROBS));
 }
 
 static scfm_status attention_forward(scfm_cuda_model *cm, int l, layer_acts *a, const scfm_attention_dropout *drop,
@@ -400,21 +402,13 @@ static scfm_status stage_batch(scfm_cuda_model *cm, const scfm_batch *b, scfm_er
         cm->have_plan = st == SCFM_OK;
     }
     if (st != SCFM_OK) return st;
-    const int attention_dropping = cm->flash && cm->training && h->cfg.attention_dropout > 0.0;
-    for (int l = 0; attention_dropping && l < h->NL; l++)
-        for (int c = 0; c < b->n_cells; c++)
-            cm->h_cell_keys[(size_t)l * T + c] =
-                scfm_dropout_cell_key(cm->seed, cm->epoch, scfm_layer_site(l, SCFM_SITE_ATTN_PROBS), b->cell_ids[c]);
-    if (cm->dropping) {
-        /* the keys of dropout_tokens in model.c, site by site */
-        for (int s = 0; s < n_sites(h); s++) {
-            uint64_t *k = cm->h_keys + (size_t)s * T;
-            if (s % SCFM_SITES_PER_LAYER == SCFM_SITE_ATTN_PROBS) continue;
-            for (int t = 0; t < T; t++)
-                k[t] = scfm_dropout_key(cm->seed, cm->epoch, (uint32_t)s, b->cell_ids[cm->h_token_cell[t]],
-                                        cm->h_positions[t]);
-        }
-    }
+    /* One key per cell and dropout site; the kernels derive each row's, as
+     * scfm_dropout_key does, from it and the row's position. */
+    const int keyed = cm->dropping || (cm->flash && cm->training && h->cfg.attention_dropout > 0.0);
+    const size_t n = (size_t)b->n_cells, sites = (size_t)n_sites(h);
+    for (size_t site = 0; keyed && site < sites; site++)
+        for (size_t c = 0; c < n; c++)
+            cm->h_site_keys[site * n + c] = scfm_dropout_cell_key(cm->seed, cm->epoch, (uint32_t)site, b->cell_ids[c]);
     struct {
         void *dst;
         const void *src;
@@ -424,8 +418,8 @@ static scfm_status stage_batch(scfm_cuda_model *cm, const scfm_batch *b, scfm_er
         {cm->d_positions, cm->h_positions, sizeof(int32_t) * (size_t)T},
         {cm->d_target_index, b->target_index, sizeof(int32_t) * (size_t)b->n_targets},
         {cm->d_target_label, b->target_label, sizeof(int32_t) * (size_t)b->n_targets},
-        {cm->d_keys, cm->h_keys, cm->dropping ? sizeof(uint64_t) * (size_t)T * (size_t)n_sites(h) : 0},
-        {cm->d_cell_keys, cm->h_cell_keys, attention_dropping ? sizeof(uint64_t) * (size_t)T * (size_t)h->NL : 0},
+        {cm->d_token_cell, cm->h_token_cell, keyed ? sizeof(int32_t) * (size_t)T : 0},
+        {cm->d_site_keys, cm->h_site_keys, keyed ? sizeof(uint64_t) * n * sites : 0},
     };
     for (size_t i = 0; st == SCFM_OK && i < sizeof up / sizeof up[0]; i++)
         if (up[i].bytes)
@@ -463,6 +457,7 @@ scfm_status scfm_cuda_model_forward(scfm_cuda_model *cm, const scfm_batch *b, in
     if (st == SCFM_OK) st = reserve(cm, b, probs, err);
     if (st != SCFM_OK) return st;
     cm->T = b->n_tokens;
+    cm->n_cells = b->n_cells;
     cm->N = h->w_mlm > 0.0 ? b->n_targets : 0;
     cm->training = training;
     cm->dropping = training && h->cfg.dropout > 0.0;
