@@ -230,6 +230,24 @@ static void print_config_json(const scfm_config *cfg, const options *o) {
            cfg->objective.value_mask_prob, m->value_bins, m->value_loss == SCFM_VALUE_MSE ? "mse" : "ce");
 }
 
+/* Each step's time, split (forward; backward; clipping and AdamW), and its
+ * loss, with a line on stderr. */
+typedef struct {
+    double *step, *forward, *backward, *optimizer, *loss;
+    int total, warmup;
+    const char *where;
+} step_record;
+
+static void record_step(step_record *r, int s, double t0, double t1, double t2, double t3, double loss) {
+    r->step[s] = t3 - t0;
+    r->forward[s] = t1 - t0;
+    r->backward[s] = t2 - t1;
+    r->optimizer[s] = t3 - t2;
+    r->loss[s] = loss;
+    fprintf(stderr, "bench_train: step %d/%d%s%s: %.4f s, loss %.4f\n", s + 1, r->total,
+            s < r->warmup ? " (warm-up)" : "", r->where, r->step[s], loss);
+}
+
 int main(int argc, char **argv) {
     options o;
     if (!parse_args(argc, argv, &o)) return 2;
@@ -355,6 +373,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     float *grads = scfm_model_grads(model);
+    step_record rec = {step_s, fwd_s, bwd_s, opt_s, losses, total, o.warmup, gpu ? " on the GPU" : ""};
     for (int s = 0; gpu && s < total; s++) {
         double loss_sum = 0.0, norm = 0.0, t0 = scfm_now(), t1 = 0.0, t2 = 0.0;
         scfm_status st = dev->zero_grad(gpu, &err);
@@ -372,14 +391,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_train: step %d: %s\n", s, err.message);
             return 1;
         }
-        const double t3 = scfm_now();
-        step_s[s] = t3 - t0;
-        fwd_s[s] = t1 - t0;
-        bwd_s[s] = t2 - t1;
-        opt_s[s] = t3 - t2;
-        losses[s] = terms > 0 ? loss_sum / terms : 0.0;
-        fprintf(stderr, "bench_train: step %d/%d%s on the GPU: %.4f s, loss %.4f\n", s + 1, total,
-                s < o.warmup ? " (warm-up)" : "", step_s[s], losses[s]);
+        record_step(&rec, s, t0, t1, t2, scfm_now(), terms > 0 ? loss_sum / terms : 0.0);
     }
     for (int s = 0; !gpu && s < total; s++) {
         double t0 = scfm_now();
@@ -414,14 +426,7 @@ int main(int argc, char **argv) {
             for (size_t i = 0; i < n_params; i++) grads[i] *= scale;
         }
         scfm_adamw_step(model, adam_m, adam_v, s + 1, tc->lr, tc);
-        double t3 = scfm_now();
-        step_s[s] = t3 - t0;
-        fwd_s[s] = t1 - t0;
-        bwd_s[s] = t2 - t1;
-        opt_s[s] = t3 - t2;
-        losses[s] = loss;
-        fprintf(stderr, "bench_train: step %d/%d%s: %.4f s, loss %.4f\n", s + 1, total,
-                s < o.warmup ? " (warm-up)" : "", step_s[s], losses[s]);
+        record_step(&rec, s, t0, t1, t2, scfm_now(), loss);
     }
 
     const double *timed = step_s + o.warmup;

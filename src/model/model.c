@@ -502,6 +502,14 @@ static scfm_status check_value_batch(const scfm_model *m, const scfm_batch *b, s
     return SCFM_OK;
 }
 
+void scfm_model_token_places(const scfm_batch *b, int32_t *positions, int32_t *token_cell) {
+    for (int c = 0; c < b->n_cells; c++)
+        for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++) {
+            positions[t] = t - b->cell_offsets[c];
+            token_cell[t] = c;
+        }
+}
+
 scfm_status scfm_model_check_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err) {
     for (int c = 0; c < b->n_cells; c++) {
         int L = b->cell_offsets[c + 1] - b->cell_offsets[c];
@@ -598,11 +606,7 @@ static scfm_status encoder_forward(scfm_model *m, const scfm_batch *b, int train
     m->proj_dz = NULL; /* a contrastive gradient belongs to the forward it followed */
     const int T = b->n_tokens, C = m->C;
     const float eps = (float)m->cfg.layer_norm_eps;
-    for (int c = 0; c < b->n_cells; c++)
-        for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++) {
-            m->positions[t] = t - b->cell_offsets[c];
-            m->token_cell[t] = c;
-        }
+    scfm_model_token_places(b, m->positions, m->token_cell);
     scfm_embedding_forward(m->emb, b->tokens, m->positions, m->w.wte, m->w.wpe, T, C);
     if (m->B > 0) scfm_add_rows_forward(m->emb, b->values, m->w.wve, T, C);
     if (m->NC > 0) {

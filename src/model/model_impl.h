@@ -124,6 +124,9 @@ enum { SCFM_SITE_EMBEDDING = 0, SCFM_SITES_PER_LAYER = 3, SCFM_SITE_ATTN_PROBS =
 static inline uint32_t scfm_layer_site(int layer, int which) {
     return (uint32_t)(layer * SCFM_SITES_PER_LAYER + which);
 }
+/* Each token's position in its cell and its cell's index in the batch
+ * ([n_tokens] each). */
+void scfm_model_token_places(const scfm_batch *b, int32_t *positions, int32_t *token_cell);
 /* Refuses a batch the transformer cannot take (cell lengths, token ids,
  * targets, labels, values, conditions), naming what is wrong. */
 scfm_status scfm_model_check_batch(const scfm_model *m, const scfm_batch *b, scfm_error *err);

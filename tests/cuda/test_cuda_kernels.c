@@ -21,6 +21,7 @@
 #include "backend/cpu/cpu.h"
 #include "backend/cuda/cuda_backend.h"
 #include "harness.h"
+#include "relative_l2.h"
 #include "scfm/config.h"
 #include "scfm/model.h"
 #include "scfm/train.h"
@@ -311,12 +312,7 @@ static void expect_relative_l2(const char *what, const float *d_got, const float
     CU_ASSERT_EQUAL_FATAL(scfm_cuda_sync(ctx, &err), SCFM_OK);
     float *got = malloc(sizeof(float) * (n ? n : 1));
     CU_ASSERT_EQUAL_FATAL(scfm_cuda_download(got, d_got, sizeof(float) * n, &err), SCFM_OK);
-    double diff = 0.0, norm = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        diff += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-        norm += (double)want[i] * want[i];
-    }
-    const double e = sqrt(diff) / (norm > 0.0 ? sqrt(norm) : 1.0);
+    const double e = scfm_test_relative_l2(got, want, n, 0.0);
     printf("\n  %s: relative L2 error %.3e (tolerance %.0e)", what, e, tol);
     CU_ASSERT(e < tol);
     free(got);

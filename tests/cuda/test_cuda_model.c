@@ -21,6 +21,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "harness.h"
+#include "relative_l2.h"
 #include "scfm/config.h"
 #include "scfm/model.h"
 #include "scfm/train.h"
@@ -63,23 +64,6 @@ static void make_batch(scfm_batch *b, int vocab) {
     CU_ASSERT_FATAL(b->n_targets > 0);
 }
 
-static double l2(const float *x, size_t n) {
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
-    return sqrt(sum);
-}
-
-/* ||got - want|| / ||want||, with the denominator at least `floor`: some
- * gradients are zero but for rounding (attention's key bias: the softmax
- * does not change when a row's scores move together), and their rounding
- * noise differs between the backends. */
-static double relative_l2(const float *got, const float *want, size_t n, double floor) {
-    double diff = 0.0;
-    for (size_t i = 0; i < n; i++) diff += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-    const double norm = l2(want, n);
-    return sqrt(diff) / (norm > floor ? norm : floor);
-}
-
 /* One forward and backward on both backends from the same weights, with
  * attention as flash tiles or as batched GEMMs (SCFM_CUDA_ATTENTION). */
 static void compare_with(scfm_norm norm, scfm_activation act, double dropout, const char *name,
@@ -117,10 +101,13 @@ static void compare_with(scfm_norm norm, scfm_activation act, double dropout, co
     CU_ASSERT(loss_error < 1e-2);
     double worst = 0.0;
     const char *worst_name = "";
-    const double floor = 1e-3 * l2(scfm_model_grads(m), n);
+    /* some gradients are zero but for rounding (attention's key bias: the
+     * softmax does not change when a row's scores move together), and
+     * their rounding noise differs between the backends */
+    const double floor = 1e-3 * scfm_test_l2(scfm_model_grads(m), n);
     for (int k = 0; k < scfm_model_num_tensors(m); k++) {
         const scfm_tensor_info *ti = scfm_model_tensor(m, k);
-        const double e = relative_l2(grads + ti->offset, scfm_model_grads(m) + ti->offset, ti->size, floor);
+        const double e = scfm_test_relative_l2(grads + ti->offset, scfm_model_grads(m) + ti->offset, ti->size, floor);
         if (!(e < tolerance)) printf("  gradient of %s: relative L2 error %.3e\n", ti->name, e);
         CU_ASSERT(e < tolerance);
         if (!(e <= worst)) {

@@ -386,11 +386,7 @@ static scfm_status layer_forward(scfm_cuda_model *cm, int l, scfm_error *err) {
 static scfm_status stage_batch(scfm_cuda_model *cm, const scfm_batch *b, scfm_error *err) {
     const scfm_model *h = cm->host;
     const int T = b->n_tokens;
-    for (int c = 0; c < b->n_cells; c++)
-        for (int t = b->cell_offsets[c]; t < b->cell_offsets[c + 1]; t++) {
-            cm->h_positions[t] = t - b->cell_offsets[c];
-            cm->h_token_cell[t] = c;
-        }
+    scfm_model_token_places(b, cm->h_positions, cm->h_token_cell);
     scfm_status st = SCFM_OK;
     if (cm->flash) {
         st = scfm_cuda_flash_plan_build(&cm->tiles, b->cell_offsets, b->n_cells, err);

@@ -36,16 +36,26 @@ static int local_rank(int rank) {
 
 /* A node and device, to find ranks that share a GPU. */
 typedef struct {
-    uint64_t node;
+    char node[64];
     int device;
 } placement;
 
-static uint64_t node_hash(void) {
-    char name[256] = {0};
-    gethostname(name, sizeof name - 1);
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (const char *p = name; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    return h;
+/* Whether any two ranks use the same device of the same node: each rank
+ * looks for its own twin, then the ranks agree. Collective. */
+static scfm_status ranks_share_a_device(scfm_comm *comm, int device, int *shared, scfm_error *err) {
+    const int world = scfm_comm_size(comm), rank = scfm_comm_rank(comm);
+    placement mine = {.device = device};
+    gethostname(mine.node, sizeof mine.node - 1);
+    placement *all = malloc(sizeof *all * (size_t)world);
+    scfm_status st = all ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory");
+    if ((st = scfm_comm_agree(comm, st, err)) == SCFM_OK) st = scfm_comm_allgather(comm, &mine, sizeof mine, all, err);
+    int64_t twin = 0;
+    for (int r = 0; st == SCFM_OK && r < world; r++)
+        twin |= r != rank && all[r].device == device && strcmp(all[r].node, mine.node) == 0;
+    free(all);
+    if (st == SCFM_OK) st = scfm_comm_max_i64(comm, &twin, 1, err);
+    *shared = twin != 0;
+    return st;
 }
 
 static void trainer_destroy(scfm_device_trainer *t) {
@@ -83,10 +93,7 @@ static scfm_status trainer_create(scfm_comm *comm, const scfm_model *host, scfm_
     }
     int shared = 0;
     if (world > 1) {
-        placement mine = {node_hash(), device}, all[world];
-        st = scfm_comm_allgather(comm, &mine, sizeof mine, all, err);
-        for (int a = 0; st == SCFM_OK && a < world; a++)
-            for (int b = a + 1; b < world; b++) shared |= all[a].node == all[b].node && all[a].device == all[b].device;
+        st = ranks_share_a_device(comm, device, &shared, err);
         if (st == SCFM_OK && !shared) st = scfm_cuda_nccl_init(comm, device, &t->nccl, err);
         if (st == SCFM_OK && shared && !(t->h_grads = malloc(sizeof(float) * n)))
             st = scfm_fail(err, SCFM_ERR_NOMEM, "out of memory for the gradient sum");
