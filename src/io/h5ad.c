@@ -120,7 +120,7 @@ static scfm_status open_x(scfm_matrix *m, h5ad *h, scfm_error *err) {
                              h->x);
         m->n_cells = (int64_t)dims[0];
         m->n_genes = (int64_t)dims[1];
-        return SCFM_OK;
+        return scfm_h5_check_filters(h->dense, m->path, h->x, err);
     }
     char encoding[64] = "";
     int64_t shape[2];

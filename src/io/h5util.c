@@ -10,12 +10,35 @@
 
 scfm_status scfm_h5_open_file(const char *path, hid_t *file, scfm_error *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures are reported through err */
+    scfm_h5_register_filters();
     *file = H5I_INVALID_HID;
     if (access(path, R_OK) != 0) return scfm_fail(err, SCFM_ERR_IO, "%s: %s", path, strerror(errno));
     *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (*file < 0)
         return scfm_fail(err, SCFM_ERR_FORMAT, "%s: cannot open as HDF5 (not HDF5, truncated or corrupt)", path);
     return SCFM_OK;
+}
+
+scfm_status scfm_h5_check_filters(hid_t d, const char *path, const char *name, scfm_error *err) {
+    hid_t dcpl = H5Dget_create_plist(d);
+    if (dcpl < 0) return SCFM_OK; /* the read will fail and say so */
+    const int n = H5Pget_nfilters(dcpl);
+    scfm_status st = SCFM_OK;
+    for (int i = 0; st == SCFM_OK && i < n; i++) {
+        unsigned flags = 0, config = 0;
+        size_t n_params = 0;
+        char filter[80] = "";
+        const H5Z_filter_t id =
+            H5Pget_filter2(dcpl, (unsigned)i, &flags, &n_params, NULL, sizeof filter, filter, &config);
+        if (id >= 0 && H5Zfilter_avail(id) <= 0)
+            st = scfm_fail(err, SCFM_ERR_FORMAT,
+                           "%s: %s is compressed with HDF5 filter %d%s%s%s, which scfm cannot decode (it reads "
+                           "gzip, lzf, szip and shuffle): write the file again with compression \"gzip\" or "
+                           "none, or put the filter's HDF5 plugin in HDF5_PLUGIN_PATH",
+                           path, name, (int)id, filter[0] ? " (" : "", filter, filter[0] ? ")" : "");
+    }
+    H5Pclose(dcpl);
+    return st;
 }
 
 H5I_type_t scfm_h5_kind(hid_t file, const char *name) {
@@ -105,6 +128,8 @@ scfm_status scfm_h5_array_open(hid_t file, const char *path, const char *name, i
     a->length = 0;
     a->id = H5Dopen2(file, name, H5P_DEFAULT);
     if (a->id < 0) return scfm_fail(err, SCFM_ERR_FORMAT, "%s: no dataset %s", path, name);
+    scfm_status st = scfm_h5_check_filters(a->id, path, name, err);
+    if (st != SCFM_OK) return st;
     hid_t type = H5Dget_type(a->id);
     H5T_class_t cls = H5Tget_class(type);
     H5Tclose(type);
@@ -196,10 +221,10 @@ scfm_status scfm_h5_read_strings(hid_t file, const char *path, const char *name,
     hid_t type = H5Dget_type(d);
     H5T_class_t cls = H5Tget_class(type);
     int64_t n = scfm_h5_dataset_length(d);
-    scfm_status st = SCFM_OK;
-    if (cls != H5T_STRING && cls != H5T_INTEGER && cls != H5T_FLOAT)
+    scfm_status st = scfm_h5_check_filters(d, path, name, err);
+    if (st == SCFM_OK && cls != H5T_STRING && cls != H5T_INTEGER && cls != H5T_FLOAT)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s holds neither strings nor numbers", path, name);
-    else if (n < 0)
+    else if (st == SCFM_OK && n < 0)
         st = scfm_fail(err, SCFM_ERR_FORMAT, "%s: %s must be 1-D", path, name);
     size_t elem = cls == H5T_STRING && H5Tis_variable_str(type) <= 0 ? H5Tget_size(type) : sizeof(int64_t);
     int64_t slice = SCFM_MATRIX_SLICE;

@@ -3,7 +3,9 @@
 in every layout the readers take (AnnData .h5ad, 10x Genomics .h5 v2 and v3,
 Matrix Market directories), the expected values as text for
 tests/unit/test_readers.c, and malformed variants that must be rejected.
-Needs numpy, scipy, pandas, h5py and anndata; deterministic (fixed seed)."""
+Needs numpy, scipy, pandas, h5py, anndata and hdf5plugin (for the zstd file
+only); deterministic (fixed seed). `--only compressed` adds the compressed
+files to an existing directory and leaves the others as they are."""
 import argparse
 import gzip
 import io
@@ -290,21 +292,43 @@ def write_bad_h5ad(out, counts, csr_path):
     corrupt_h5ad(out / "csc_int32.h5ad", out / "bad_csc_index.h5ad", cell_range)
 
 
+def write_compressed(out, counts, obs, var):
+    """Every array compressed as anndata writes it: gzip (HDF5's own) and lzf
+    (h5py's filter, which scfm decodes itself) must read as the plain files;
+    zstd (hdf5plugin) must be refused by name, and an lzf chunk that is not
+    an lzf stream must fail the read."""
+    import hdf5plugin
+
+    for kind, X in (("csr", sp.csr_matrix(counts.astype(np.int32))), ("dense", counts.astype(np.float32))):
+        for compression in ("gzip", "lzf"):
+            ad.AnnData(X=X, obs=obs, var=var).write_h5ad(out / f"{kind}_{compression}.h5ad", compression=compression)
+    ad.AnnData(X=sp.csr_matrix(counts.astype(np.int32)), obs=obs, var=var).write_h5ad(
+        out / "bad_zstd.h5ad", compression=hdf5plugin.Zstd())
+    shutil.copyfile(out / "csr_lzf.h5ad", out / "bad_lzf.h5ad")
+    with h5py.File(out / "bad_lzf.h5ad", "r+") as f:
+        # a back reference before the start of the output
+        f["X/data"].id.write_direct_chunk((0,), bytes([0xE0, 0x05, 0x00, 0x00]), filter_mask=0)
+
+
 def main():
     default = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "counts"
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=pathlib.Path, default=default)
+    parser.add_argument("--only", choices=["all", "compressed"], default="all")
     args = parser.parse_args()
     out = args.out
+    counts, gene_ids, symbols, barcodes, cell_type, batch = make_data()
+    obs = obs_frame(barcodes, cell_type, batch)
+    var = pd.DataFrame({"feature_name": symbols}, index=pd.Index(gene_ids))
+    if args.only == "compressed":
+        write_compressed(out, counts, obs, var)
+        return
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     warnings.simplefilter("ignore")  # anndata: non-unique var names (the duplicate symbol)
 
-    counts, gene_ids, symbols, barcodes, cell_type, batch = make_data()
     write_expected(out, counts, gene_ids, symbols, barcodes, cell_type, batch)
-    obs = obs_frame(barcodes, cell_type, batch)
-    var = pd.DataFrame({"feature_name": symbols}, index=pd.Index(gene_ids))
     # scanpy's read_10x_h5 layout: symbols as the index, ids in gene_ids.
     var_by_symbol = pd.DataFrame({"gene_ids": gene_ids}, index=pd.Index(symbols))
     for dtype in (np.int32, np.int64, np.float32):
@@ -338,6 +362,7 @@ def main():
     write_mtx_dirs(out, counts, gene_ids, symbols, barcodes, rng)
     write_bad_mtx(out, counts, gene_ids, symbols, barcodes)
     write_bad_h5ad(out, counts, out / "csr_int32.h5ad")
+    write_compressed(out, counts, obs, var)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out} ({total} bytes)")
 

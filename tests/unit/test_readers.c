@@ -223,6 +223,15 @@ static void test_h5ad_dense(void) {
 
 static void test_h5ad_legacy_categoricals(void) { check_h5ad("legacy.h5ad"); }
 
+/* anndata's compression="gzip" and "lzf" on every array (lzf: h5py's own
+ * filter, decoded by scfm) */
+static void test_h5ad_compressed(void) {
+    check_h5ad("csr_gzip.h5ad");
+    check_h5ad("csr_lzf.h5ad");
+    check_h5ad("dense_gzip.h5ad");
+    check_h5ad("dense_lzf.h5ad");
+}
+
 static void test_h5ad_explicit_format(void) {
     const scfm_matrix_options opt = {SCFM_MATRIX_H5AD, 0, 0, 0};
     check_fixture("csr_int32.h5ad", &opt, SCFM_MATRIX_H5AD, N_GENES, WITH_OBS | WITH_CELL_NAMES);
@@ -336,6 +345,10 @@ static void test_bad_h5ad(void) {
     expect_read_error("bad_fraction.h5ad", &counts_only, "X/data[22] = 2.5", "not an integer");
     expect_read_error("normalised_raw.h5ad", &counts_only, "X/data", "not an integer");
     expect_read_error("bad_csc_index.h5ad", NULL, "X/indices", "[3] = 40 outside [0, 40)");
+    /* zstd (hdf5plugin): HDF5 has no decoder; the filter is named */
+    expect_open_error("bad_zstd.h5ad", NULL, SCFM_ERR_FORMAT, "HDF5 filter 32015", "cannot decode");
+    /* an lzf chunk that refers before the start of its output */
+    expect_read_error("bad_lzf.h5ad", NULL, "X/data", "corrupt");
     expect_read_ok("bad_negative.h5ad");
     expect_read_ok("bad_fraction.h5ad");
 }
@@ -402,6 +415,7 @@ int main(void) {
         {"h5ad CSC int32/int64/float32", test_h5ad_csc},
         {"h5ad dense int32/int64/float32/float64", test_h5ad_dense},
         {"h5ad legacy categoricals (anndata < 0.8)", test_h5ad_legacy_categoricals},
+        {"h5ad compressed with gzip and lzf", test_h5ad_compressed},
         {"h5ad explicit format and default options", test_h5ad_explicit_format},
         {"h5ad raw/X with normalised X", test_h5ad_raw},
         {"10x h5 v3 and v2", test_tenx_h5},
