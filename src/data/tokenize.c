@@ -131,6 +131,19 @@ static void insertion_sort(uint64_t *u, int n) {
     }
 }
 
+/* Sorts each bucket of out that begins before `keep`: bucket b is
+ * out[start[b - 1], start[b]), the first from 0; only the low `bits` bits of
+ * its words differ. word (as long as out) is the radix sort's scratch. */
+static void sort_buckets(uint64_t *out, uint64_t *word, const uint32_t *start, uint32_t buckets, int keep,
+                         int bits) {
+    for (uint32_t b = 0, lo = 0; b < buckets && (int)lo < keep; lo = start[b++]) {
+        const int size = (int)(start[b] - lo);
+        if (size <= RANK_SMALL) insertion_sort(out + lo, size);
+        else if (rank_radix(out + lo, word + lo, size, bits) != out + lo)
+            memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
+    }
+}
+
 /* Sorts the first `keep` of the n words (`bits` low bits may differ) into
  * out, which gets all n words, those past keep in no particular order;
  * word's n words are scratch. The first pass spreads the words over the
@@ -144,12 +157,7 @@ static void rank_sort_top(uint64_t *word, uint64_t *out, int n, int keep, int bi
     for (int b = 0; b < buckets; b++) start[b + 1] += start[b];
     for (int i = 0; i < n; i++) out[start[word[i] >> shift]++] = word[i];
     /* start[b] is now where bucket b + 1 begins */
-    for (int b = 0, lo = 0; b < buckets && lo < keep; lo = (int)start[b++]) {
-        const int size = (int)start[b] - lo;
-        if (size <= RANK_SMALL) insertion_sort(out + lo, size);
-        else if (rank_radix(out + lo, word + lo, size, shift) != out + lo)
-            memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
-    }
+    sort_buckets(out, word, start, (uint32_t)buckets, keep, shift);
 }
 
 static int ceil_log2(uint32_t c) { return c > 1 ? 32 - __builtin_clz(c - 1) : 0; }
@@ -205,12 +213,7 @@ static void rank_sort_adaptive(uint64_t *word, uint64_t *out, int n, int keep, i
         insertion_sort(out, (int)start[lo]);
         return;
     }
-    for (uint32_t b = 0, lo = 0; b < buckets && (int)lo < keep; lo = start[b++]) {
-        const int size = (int)(start[b] - lo);
-        if (size <= RANK_SMALL) insertion_sort(out + lo, size);
-        else if (rank_radix(out + lo, word + lo, size, shift) != out + lo)
-            memcpy(out + lo, word + lo, sizeof *out * (size_t)size);
-    }
+    sort_buckets(out, word, start, buckets, keep, shift);
 }
 
 static void rank_sort(uint64_t *word, uint64_t *out, int n, int keep, int bits, uint32_t *spare) {

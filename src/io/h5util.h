@@ -19,13 +19,6 @@ SCFM_MATRIX_PRIVATE scfm_status scfm_h5_open_file(const char *path, hid_t *file,
  * scfm_h5_open_file calls it. Once per process, from any thread. */
 SCFM_MATRIX_PRIVATE void scfm_h5_register_filters(void);
 
-typedef enum { SCFM_LZF_OK = 0, SCFM_LZF_SHORT, SCFM_LZF_CORRUPT } scfm_lzf_result;
-/* Decodes the n_in bytes of an LZF stream into out (cap bytes) and sets
- * *n_out: SCFM_LZF_SHORT when out is too small, SCFM_LZF_CORRUPT when the
- * stream is truncated or refers before its start. */
-SCFM_MATRIX_PRIVATE scfm_lzf_result scfm_lzf_decode(const uint8_t *in, size_t n_in, uint8_t *out, size_t cap,
-                                                    size_t *n_out);
-
 /* SCFM_ERR_FORMAT, naming the dataset and the filter, when dataset d (name
  * in file path) is stored through an HDF5 filter this process cannot
  * decode (blosc, zstd, ...: compressions HDF5 itself lacks). */

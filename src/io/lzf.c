@@ -16,14 +16,19 @@
 
 enum { LZF_FILTER = 32000, LZF_MAX_GROWTHS = 8 };
 
-scfm_lzf_result scfm_lzf_decode(const uint8_t *in, size_t n_in, uint8_t *out, size_t cap, size_t *n_out) {
+typedef enum { LZF_OK = 0, LZF_SHORT, LZF_CORRUPT } lzf_result;
+
+/* Decodes the n_in bytes of an LZF stream into out (cap bytes) and sets
+ * *n_out: LZF_SHORT when out is too small, LZF_CORRUPT when the stream is
+ * truncated or refers before its start. */
+static lzf_result lzf_decode(const uint8_t *in, size_t n_in, uint8_t *out, size_t cap, size_t *n_out) {
     size_t i = 0, o = 0;
     while (i < n_in) {
         const unsigned c = in[i++];
         if (c < 32) {
             const size_t len = (size_t)c + 1;
-            if (len > n_in - i) return SCFM_LZF_CORRUPT;
-            if (len > cap - o) return SCFM_LZF_SHORT;
+            if (len > n_in - i) return LZF_CORRUPT;
+            if (len > cap - o) return LZF_SHORT;
             memcpy(out + o, in + i, len);
             i += len;
             o += len;
@@ -31,14 +36,14 @@ scfm_lzf_result scfm_lzf_decode(const uint8_t *in, size_t n_in, uint8_t *out, si
         }
         size_t len = c >> 5;
         if (len == 7) {
-            if (i == n_in) return SCFM_LZF_CORRUPT;
+            if (i == n_in) return LZF_CORRUPT;
             len += in[i++];
         }
-        if (i == n_in) return SCFM_LZF_CORRUPT;
+        if (i == n_in) return LZF_CORRUPT;
         const size_t back = ((size_t)(c & 31) << 8 | in[i++]) + 1;
         len += 2;
-        if (back > o) return SCFM_LZF_CORRUPT;
-        if (len > cap - o) return SCFM_LZF_SHORT;
+        if (back > o) return LZF_CORRUPT;
+        if (len > cap - o) return LZF_SHORT;
         if (back >= len) {
             memcpy(out + o, out + o - back, len);
         } else {
@@ -47,7 +52,7 @@ scfm_lzf_result scfm_lzf_decode(const uint8_t *in, size_t n_in, uint8_t *out, si
         o += len;
     }
     *n_out = o;
-    return SCFM_LZF_OK;
+    return LZF_OK;
 }
 
 /* HDF5 calls this for every chunk read; 0 tells it the chunk is unreadable
@@ -60,15 +65,15 @@ static size_t lzf_filter(unsigned flags, size_t n_params, const unsigned params[
         uint8_t *out = H5allocate_memory(cap, 0);
         if (!out) return 0;
         size_t n_out = 0;
-        const scfm_lzf_result r = scfm_lzf_decode(*buf, n_bytes, out, cap, &n_out);
-        if (r == SCFM_LZF_OK) {
+        const lzf_result r = lzf_decode(*buf, n_bytes, out, cap, &n_out);
+        if (r == LZF_OK) {
             H5free_memory(*buf);
             *buf = out;
             *buf_size = cap;
             return n_out;
         }
         H5free_memory(out);
-        if (r == SCFM_LZF_CORRUPT) return 0;
+        if (r == LZF_CORRUPT) return 0;
     }
     return 0;
 }

@@ -425,6 +425,9 @@ static scfm_status save_checkpoint(const scfm_train_options *opt, const scfm_con
     float *m = r->zero1 && root ? scfm_alloc(sizeof(float) * n) : r->adam_m;
     float *v = r->zero1 && root ? scfm_alloc(sizeof(float) * n) : r->adam_v;
     scfm_status st = all && m && v ? SCFM_OK : scfm_fail(err, SCFM_ERR_NOMEM, "out of memory writing a checkpoint");
+    /* training on a device: its parameters and moments into the host model and r's moments first */
+    if (st == SCFM_OK && r->device)
+        st = r->dev->download(r->device, scfm_model_params(r->model), r->adam_m, r->adam_v, err);
     if ((st = scfm_comm_agree(opt->comm, st, err)) == SCFM_OK) st = scfm_comm_allgather(opt->comm, &mine, sizeof mine, all, err);
     if (st == SCFM_OK && r->zero1) st = scfm_comm_gather_blocks_to_f32(opt->comm, r->adam_m, m, n, 0, err);
     if (st == SCFM_OK && r->zero1) st = scfm_comm_gather_blocks_to_f32(opt->comm, r->adam_v, v, n, 0, err);
@@ -481,13 +484,6 @@ static scfm_status check_backend(const scfm_config *cfg, const scfm_train_option
     if ((*ops)->devices(&why) == 0)
         return scfm_fail(err, SCFM_ERR_CONFIG, "%s: train.backend \"cuda\": %s", where, why.message);
     return SCFM_OK;
-}
-
-/* The device's parameters and moments into the host model and r's moments,
- * for a checkpoint. */
-static scfm_status device_to_host(train_resources *r, scfm_error *err) {
-    if (!r->device) return SCFM_OK;
-    return r->dev->download(r->device, scfm_model_params(r->model), r->adam_m, r->adam_v, err);
 }
 
 /* What the step optimises, and refusals of what cannot be trained. */
@@ -679,8 +675,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
             double t = scfm_now();
             /* This step's micro-batches are already drawn: the checkpoint
              * resumes the stream where the step started. */
-            if ((st = scfm_comm_agree(opt->comm, device_to_host(&r, err), err)) == SCFM_OK &&
-                (st = save_checkpoint(opt, &resolved, run_dir, &r, step, tokens_seen, step_start, err)) == SCFM_OK)
+            if ((st = save_checkpoint(opt, &resolved, run_dir, &r, step, tokens_seen, step_start, err)) == SCFM_OK)
                 st = scfm_fail(err, SCFM_ERR_INTERRUPTED, "stopped by a signal before step %" PRId64
                                "; checkpoint %s/step_%07" PRId64 " written (%.1f s); continue with --resume",
                                step + 1, run_dir, step, scfm_now() - t);
@@ -780,8 +775,7 @@ scfm_status scfm_train(const scfm_config *cfg, const scfm_train_options *opt, sc
         tokens_seen += global_tokens;
         int due = cfg->checkpoint.every > 0 && (step + 1) % cfg->checkpoint.every == 0;
         if (due || step + 1 == tc->steps) {
-            if ((st = scfm_comm_agree(opt->comm, device_to_host(&r, err), err)) != SCFM_OK ||
-                (st = save_checkpoint(opt, &resolved, run_dir, &r, step + 1, tokens_seen,
+            if ((st = save_checkpoint(opt, &resolved, run_dir, &r, step + 1, tokens_seen,
                                       scfm_loader_get_position(r.loader), err)) != SCFM_OK)
                 break;
             checkpoint_s = scfm_now() - t2;
